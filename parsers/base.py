@@ -1,0 +1,75 @@
+"""The one interface every channel-format parser implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import polars as pl
+
+from recon.errors import ControlTotalsError, InputError
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What a parser needs to know about the channel, taken from rules/."""
+
+    channel: str
+    timezone: str
+    status_map: Mapping[str, str] = field(default_factory=dict)
+    default_currency: str = "CNY"
+    check_totals: bool = True
+
+
+@dataclass(frozen=True)
+class TotalCheck:
+    """One control total: the bill's own figure against the sum of its rows."""
+
+    name: str
+    expected: Decimal
+    actual: Decimal
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.actual
+
+
+@dataclass
+class ParsedBill:
+    path: Path
+    layout: str
+    rows: pl.DataFrame  # recon.schema.StandardBill
+    quarantine: pl.DataFrame  # recon.schema.QUARANTINE_SCHEMA
+    rows_read: int  # data rows in the file, header and summary lines excluded
+    totals: list[TotalCheck]
+    summary_line: int | None = None  # where the bill's own totals are
+
+    def check_conservation(self) -> None:
+        """Rows read = rows parsed + rows quarantined, or the parser lost something."""
+        if self.rows_read != self.rows.height + self.quarantine.height:
+            raise InputError(
+                self.path,
+                f"row conservation broken: read {self.rows_read}, parsed {self.rows.height}, "
+                f"quarantined {self.quarantine.height}",
+            )
+
+    def check_totals(self) -> None:
+        bad = [t for t in self.totals if not t.ok]
+        if bad:
+            figures = "; ".join(
+                f"{t.name}: bill says {t.expected}, rows sum to {t.actual}" for t in bad
+            )
+            raise ControlTotalsError(
+                self.path,
+                f"control totals do not match, bill rejected: {figures}",
+                self.summary_line,
+            )
+
+
+class BillParser(Protocol):
+    name: ClassVar[str]
+
+    def parse(self, path: Path, ctx: ParseContext) -> ParsedBill: ...

@@ -1,0 +1,99 @@
+"""Helpers shared by the channel parsers: decoding, lines, local times, quarantine."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recon.errors import InputError
+from recon.schema import COLUMNS, QUARANTINE_SCHEMA, validate
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def read_bytes(path: Path) -> bytes:
+    """File bytes, gunzipped when gzip; an unreadable file is an InputError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(path, f"corrupt or truncated gzip: {exc}") from None
+    return data
+
+
+def decode(path: Path, data: bytes, encodings: tuple[str, ...] = ("utf-8-sig", "gb18030")) -> str:
+    """Decode with the first encoding that fits; GB18030 is a superset of GBK."""
+    for enc in encodings:
+        try:
+            return data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    raise InputError(path, f"not text in any of {', '.join(encodings)}")
+
+
+def split_lines(text: str) -> pl.DataFrame:
+    """One row per physical line: ``line`` (1-based) and ``text`` (no line ending)."""
+    s = pl.Series("text", [text]).str.split("\n").explode()
+    df = pl.DataFrame(s).with_columns(pl.col("text").str.strip_suffix("\r"))
+    return df.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def local_to_utc(value: pl.Expr, fmt: str, tz: str) -> pl.Expr:
+    """Local wall-clock string in ``tz`` -> UTC datetime[us]; null if unparseable."""
+    return (
+        value.str.strptime(pl.Datetime("us"), fmt, strict=False)
+        .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+    )
+
+
+def business_date(utc: pl.Expr, tz: str) -> pl.Expr:
+    return utc.dt.convert_time_zone(tz).dt.date()
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """A row is quarantined when ``bad`` holds; the first failing check names it."""
+
+    column: str  # the bill's own column name, for the analyst
+    bad: pl.Expr
+    reason: pl.Expr | str
+
+
+def split_quarantine(
+    staged: pl.DataFrame, checks: list[RowCheck], path: Path
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Route rows failing a check, then the pandera model, to quarantine.
+
+    ``staged`` holds the standard columns plus ``source_line`` and ``raw``.
+    """
+    col: pl.Expr = pl.lit(None, pl.String)
+    why: pl.Expr = pl.lit(None, pl.String)
+    for chk in reversed(checks):  # first listed check wins
+        reason = pl.lit(chk.reason) if isinstance(chk.reason, str) else chk.reason
+        col = pl.when(chk.bad).then(pl.lit(chk.column)).otherwise(col)
+        why = pl.when(chk.bad).then(reason).otherwise(why)
+    flagged = staged.with_columns(col.alias("_q_col"), why.alias("_q_why"))
+    bad = flagged.filter(pl.col("_q_col").is_not_null())
+    quarantine = bad.select(
+        pl.col("source_file"),
+        pl.col("source_line"),
+        pl.col("_q_col").alias("column"),
+        pl.col("_q_why").alias("reason"),
+        pl.col("raw"),
+    )
+    good = flagged.filter(pl.col("_q_col").is_null())
+    valid, invalid = validate(good.select(COLUMNS))
+    if invalid.height:
+        raws = good.select("source_line", "raw")
+        invalid = invalid.drop("raw").join(raws, on="source_line", how="left")
+        quarantine = pl.concat([quarantine, invalid.select(QUARANTINE_SCHEMA)])
+    return valid, quarantine.cast(QUARANTINE_SCHEMA).sort("source_line")  # type: ignore[arg-type]

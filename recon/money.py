@@ -1,0 +1,124 @@
+"""Money as integer minor units: parsing decimal strings exactly, formatting them back.
+
+A value with more decimals than its currency allows is rejected, never rounded
+(``12.5`` and ``12.50`` are equal; ``12.505`` CNY is an error).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import polars as pl
+
+# ISO 4217 minor-unit exponents; anything absent is unknown and rejected.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "AED",
+            "AUD",
+            "BRL",
+            "CAD",
+            "CHF",
+            "CNY",
+            "CZK",
+            "DKK",
+            "EGP",
+            "EUR",
+            "GBP",
+            "HKD",
+            "HUF",
+            "IDR",
+            "ILS",
+            "INR",
+            "KZT",
+            "MOP",
+            "MXN",
+            "MYR",
+            "NOK",
+            "NZD",
+            "PHP",
+            "PKR",
+            "PLN",
+            "QAR",
+            "RON",
+            "RUB",
+            "SAR",
+            "SEK",
+            "SGD",
+            "THB",
+            "TRY",
+            "TWD",
+            "UAH",
+            "USD",
+            "ZAR",
+        ],
+        2,
+    ),
+    **dict.fromkeys(["CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}
+
+_MAX_INT_DIGITS = 15  # keeps minor units far from Int64 overflow
+_NUMBER = r"^([+-]?)(\d*)(?:\.(\d*))?$"
+_GROUPED = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+
+
+def to_minor(value: pl.Expr, exponent: int) -> pl.Expr:
+    """Decimal string -> Int64 minor units, null when it is not an exact amount.
+
+    Accepts ``12``, ``12.5``, ``012.50``, ``+12.50``, ``-0.01``, ``1,234.50`` and
+    surrounding blanks; rejects exponents, empty strings and extra precision.
+    """
+    s = value.str.strip_chars()
+    s = (
+        pl.when(s.str.contains(_GROUPED))
+        .then(s.str.replace_all(",", "", literal=True))
+        .otherwise(s)
+    )
+    parts = s.str.extract_groups(_NUMBER)
+    sign, whole, frac = (parts.struct.field(n) for n in ("1", "2", "3"))
+    frac = frac.fill_null("").str.strip_chars_end("0")
+    ok = (
+        parts.struct.field("1").is_not_null()
+        & ((whole.str.len_chars() > 0) | (frac.str.len_chars() > 0))
+        & (frac.str.len_chars() <= exponent)
+        & (whole.str.len_chars() <= _MAX_INT_DIGITS)
+    )
+    whole_int = pl.when(whole.str.len_chars() > 0).then(whole).otherwise(pl.lit("0")).cast(pl.Int64)
+    frac_int = (
+        frac.str.pad_end(exponent, "0").cast(pl.Int64, strict=False).fill_null(0)
+        if exponent > 0
+        else pl.lit(0, pl.Int64)
+    )
+    magnitude = whole_int * (10**exponent) + frac_int
+    signed = pl.when(sign == "-").then(-magnitude).otherwise(magnitude)
+    return pl.when(ok).then(signed).otherwise(None).cast(pl.Int64)
+
+
+def to_minor_by_currency(value: pl.Expr, currency: pl.Expr) -> pl.Expr:
+    """Like :func:`to_minor` with the exponent taken from each row's currency."""
+    out: pl.Expr = pl.lit(None, pl.Int64)
+    for exp in sorted(set(CURRENCY_EXPONENTS.values())):
+        codes = [c for c, e in CURRENCY_EXPONENTS.items() if e == exp]
+        out = pl.when(currency.is_in(codes)).then(to_minor(value, exp)).otherwise(out)
+    return out
+
+
+def exponent_expr(currency: pl.Expr) -> pl.Expr:
+    return currency.replace_strict(CURRENCY_EXPONENTS, default=None, return_dtype=pl.Int64)
+
+
+def format_minor(minor: int, currency: str) -> str:
+    """Minor units -> plain decimal string in major units (``1250, CNY`` -> ``12.50``)."""
+    exp = CURRENCY_EXPONENTS.get(currency, 2)
+    return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
+
+
+def decimal_or_none(text: str) -> Decimal | None:
+    """Lenient exact parse for control totals; ``None`` when not a number."""
+    t = text.strip().replace(",", "")
+    try:
+        d = Decimal(t)
+    except ArithmeticError:
+        return None
+    return d if d.is_finite() else None
