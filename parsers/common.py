@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from recon.checks import RowCheck, apply_checks
 from recon.errors import InputError
 from recon.schema import COLUMNS, QUARANTINE_SCHEMA, validate
+
+__all__ = ["RowCheck", "apply_checks"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -59,15 +61,6 @@ def business_date(utc: pl.Expr, tz: str) -> pl.Expr:
     return utc.dt.convert_time_zone(tz).dt.date()
 
 
-@dataclass(frozen=True)
-class RowCheck:
-    """A row is quarantined when ``bad`` holds; the first failing check names it."""
-
-    column: str  # the bill's own column name, for the analyst
-    bad: pl.Expr
-    reason: pl.Expr | str
-
-
 def split_quarantine(
     staged: pl.DataFrame, checks: list[RowCheck], path: Path
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -75,14 +68,7 @@ def split_quarantine(
 
     ``staged`` holds the standard columns plus ``source_line`` and ``raw``.
     """
-    col: pl.Expr = pl.lit(None, pl.String)
-    why: pl.Expr = pl.lit(None, pl.String)
-    for chk in reversed(checks):  # first listed check wins
-        reason = pl.lit(chk.reason) if isinstance(chk.reason, str) else chk.reason
-        col = pl.when(chk.bad).then(pl.lit(chk.column)).otherwise(col)
-        why = pl.when(chk.bad).then(reason).otherwise(why)
-    flagged = staged.with_columns(col.alias("_q_col"), why.alias("_q_why"))
-    bad = flagged.filter(pl.col("_q_col").is_not_null())
+    good, bad = apply_checks(staged, checks)
     quarantine = bad.select(
         pl.col("source_file"),
         pl.col("source_line"),
@@ -90,7 +76,6 @@ def split_quarantine(
         pl.col("_q_why").alias("reason"),
         pl.col("raw"),
     )
-    good = flagged.filter(pl.col("_q_col").is_null())
     valid, invalid = validate(good.select(COLUMNS))
     if invalid.height:
         raws = good.select("source_line", "raw")

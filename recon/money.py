@@ -122,3 +122,20 @@ def decimal_or_none(text: str) -> Decimal | None:
     except ArithmeticError:
         return None
     return d if d.is_finite() else None
+
+
+def format_minor_expr(minor: pl.Expr, exponent: pl.Expr) -> pl.Expr:
+    """Vectorised :func:`format_minor`: minor units + exponent -> ``12.50``."""
+    sign = pl.when(minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    mag = minor.abs()
+    out: pl.Expr = pl.lit(None, pl.String)
+    for exp in sorted(set(CURRENCY_EXPONENTS.values())):
+        if exp == 0:
+            text = mag.cast(pl.String)
+        else:
+            unit = 10**exp
+            whole = (mag // unit).cast(pl.String)
+            frac = (mag % unit).cast(pl.String).str.pad_start(exp, "0")
+            text = whole + pl.lit(".") + frac
+        out = pl.when(exponent == exp).then(sign + text).otherwise(out)
+    return out

@@ -1,0 +1,109 @@
+"""``recon``: reconcile a channel-day, or parse a bill into the standard schema.
+
+Exit codes (as datacompy's): 0 no breaks, 1 breaks or quarantined rows, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from recon.errors import ConfigError, InputError
+from recon.pipeline import EXIT_BREAKS, EXIT_CLEAN, EXIT_ERROR, parse_bill, reconcile_day
+from recon.rules import load_rules
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="recon", description=__doc__.splitlines()[0])
+    ap.add_argument("--rules", type=Path, help="rules TOML (default: rules/channels.toml)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="reconcile one channel-day into three queues")
+    run.add_argument("--channel", required=True)
+    run.add_argument("--date", required=True, type=_date, help="business date, YYYY-MM-DD")
+    run.add_argument("--bill", required=True, type=Path)
+    run.add_argument("--ledger", required=True, type=Path, help="ledger export, CSV or Parquet")
+    run.add_argument("--out", required=True, type=Path, help="output directory")
+    run.add_argument("--store", type=Path, help="DuckDB store (default: from rules)")
+
+    parse = sub.add_parser("parse", help="parse a bill into the standard schema")
+    parse.add_argument("--channel", required=True)
+    parse.add_argument("--bill", required=True, type=Path)
+    parse.add_argument("--out", required=True, type=Path, help=".csv or .parquet")
+    parse.add_argument(
+        "--no-totals", action="store_true", help="skip the control-totals check (excerpts)"
+    )
+    return ap
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    rules = load_rules(args.rules)
+    result = reconcile_day(
+        rules, args.channel, args.date, args.bill, args.ledger, args.out, store_path=args.store
+    )
+    s = result.summary
+    q = s["queues"]
+    print(
+        f"{s['channel']} {s['business_date']}: matched {s['matched']}, "
+        f"local_missing {q['local_missing']['count']}, "
+        f"channel_missing {q['channel_missing']['count']}, "
+        f"field_mismatch {q['field_mismatch']['count']} "
+        f"({q['field_mismatch']['pairs']} records), quarantined {s['quarantined']} -> {args.out}"
+    )
+    return result.exit_code
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from recon.outputs import write_frame
+
+    rules = load_rules(args.rules)
+    parsed = parse_bill(rules.channel(args.channel), args.bill, check_totals=not args.no_totals)
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        parsed.rows.write_parquet(out)
+    else:
+        parsed.rows.write_csv(out)
+    if parsed.quarantine.height:
+        write_frame(parsed.quarantine, out.with_name(out.stem + ".quarantine"))
+    print(
+        f"{args.bill}: layout {parsed.layout}, read {parsed.rows_read}, "
+        f"parsed {parsed.rows.height}, quarantined {parsed.quarantine.height} -> {out}"
+    )
+    return EXIT_BREAKS if parsed.quarantine.height else EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return _cmd_run(args) if args.command == "run" else _cmd_parse(args)
+    except (InputError, ConfigError) as exc:
+        print(f"recon: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug, not bad input: still one line unless asked
+        if os.environ.get("RECON_DEBUG"):
+            traceback.print_exc()
+        print(f"recon: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Reconcile one channel-day: parse the bill, load the ledger, diff, publish, record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from parsers import ParseContext, ParsedBill, get_parser
+from recon.engine import diff
+from recon.errors import InputError
+from recon.ledger import LedgerDay, load_ledger_day
+from recon.outputs import write_outputs
+from recon.queues import Queues, build_queues
+from recon.rules import Channel, Rules
+from recon.sides import bill_side
+from recon.store import open_store, record_run
+from recon.summary import build_summary
+
+log = logging.getLogger("recon.pipeline")
+
+EXIT_CLEAN, EXIT_BREAKS, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    summary: dict[str, Any]
+    out_dir: Path
+    queues: Queues
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_bill(channel: Channel, path: Path, *, check_totals: bool = True) -> ParsedBill:
+    """Parse and prove the bill whole: rows conserved and, by default, totals equal."""
+    ctx = ParseContext(
+        channel=channel.name,
+        timezone=channel.timezone,
+        status_map=channel.status_map,
+        default_currency=channel.currency,
+        check_totals=check_totals,
+    )
+    parsed = get_parser(channel.parser).parse(path, ctx)
+    parsed.check_conservation()
+    if check_totals:
+        parsed.check_totals()
+    return parsed
+
+
+def _check_accounting(bill: ParsedBill, ledger: LedgerDay, counts: dict[str, int]) -> None:
+    """Every parsed row is accounted for exactly once, on both sides."""
+    bill_rows = counts["matched"] + counts["local_missing"]
+    ledger_rows = counts["matched"] + counts["channel_missing"] + counts["ledger_unsettled"]
+    if bill_rows != bill.rows.height or ledger_rows != ledger.rows.height:
+        raise RuntimeError(
+            f"accounting broken: bill {bill.rows.height} rows vs {bill_rows} classified, "
+            f"ledger {ledger.rows.height} rows vs {ledger_rows} classified"
+        )
+
+
+def quarantine_of(bill: ParsedBill, ledger: LedgerDay) -> pl.DataFrame:
+    return pl.concat(
+        [
+            bill.quarantine.with_columns(pl.lit("bill").alias("side")),
+            ledger.quarantine.with_columns(pl.lit("ledger").alias("side")),
+        ]
+    ).select("side", "source_file", "source_line", "column", "reason", "raw")
+
+
+def reconcile_day(
+    rules: Rules,
+    channel_name: str,
+    day: dt.date,
+    bill_path: Path,
+    ledger_path: Path,
+    out_dir: Path,
+    *,
+    store_path: Path | None = None,
+) -> RunResult:
+    started = dt.datetime.now(dt.UTC)
+    channel = rules.channel(channel_name)
+    log.info("parse %s bill %s", channel.name, bill_path)
+    bill = parse_bill(channel, bill_path)
+    log.info("parsed %d rows (%d quarantined)", bill.rows.height, bill.quarantine.height)
+    ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
+    log.info("ledger: %d rows for %s %s", ledger.rows.height, channel.name, day)
+    result = diff(ledger.rows, bill_side(bill.rows), channel.settled_statuses)
+    _check_accounting(bill, ledger, result.counts)
+    queues = build_queues(result, channel.name, day)
+    quarantine = quarantine_of(bill, ledger)
+    has_breaks = queues.has_breaks or quarantine.height > 0
+    exit_code = EXIT_BREAKS if has_breaks else EXIT_CLEAN
+    files = {
+        "bill_file": str(bill_path),
+        "bill_sha256": sha256_file(bill_path),
+        "ledger_file": str(ledger_path),
+        "ledger_sha256": sha256_file(ledger_path),
+    }
+    summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
+    summary["exit_code"] = exit_code
+    write_outputs(out_dir, queues, quarantine, summary)
+    run_id = uuid.uuid4().hex
+    with open_store(store_path or rules.store) as con:
+        record_run(
+            con,
+            run_id=run_id,
+            channel=channel.name,
+            day=day,
+            started_at=started,
+            exit_code=exit_code,
+            files=files,
+            summary=summary,
+            queues=queues.items(),
+            quarantine=quarantine,
+        )
+    summary["run_id"] = run_id
+    return RunResult(exit_code=exit_code, summary=summary, out_dir=out_dir, queues=queues)
+
+
+__all__ = ["EXIT_BREAKS", "EXIT_CLEAN", "EXIT_ERROR", "InputError", "RunResult", "reconcile_day"]

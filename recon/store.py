@@ -1,0 +1,140 @@
+"""The embedded DuckDB store: run history, each channel-day's queues, quarantine.
+
+The schema is versioned: ``MIGRATIONS[i]`` brings version i to i+1, applied in
+order inside a transaction when the store is opened. Re-running a channel-day
+replaces that day's queue and quarantine rows; the run history keeps every run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+      run_id VARCHAR PRIMARY KEY,
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      started_at TIMESTAMPTZ NOT NULL,
+      finished_at TIMESTAMPTZ,
+      exit_code INTEGER,
+      bill_file VARCHAR,
+      bill_sha256 VARCHAR,
+      ledger_file VARCHAR,
+      ledger_sha256 VARCHAR,
+      summary JSON
+    );
+    CREATE TABLE queue_items (
+      run_id VARCHAR NOT NULL,
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      queue VARCHAR NOT NULL,
+      txn_type VARCHAR, merchant_order_id VARCHAR, merchant_refund_id VARCHAR,
+      channel_txn_id VARCHAR, amount_minor BIGINT, currency VARCHAR,
+      field VARCHAR, ledger_value VARCHAR, channel_value VARCHAR,
+      bill_file VARCHAR, bill_line BIGINT, ledger_file VARCHAR, ledger_row BIGINT
+    );
+    CREATE TABLE quarantine (
+      run_id VARCHAR NOT NULL,
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      side VARCHAR NOT NULL,
+      source_file VARCHAR, source_line BIGINT, "column" VARCHAR, reason VARCHAR, raw VARCHAR
+    );
+    """,
+]
+
+_ITEM_COLUMNS = [
+    "txn_type", "merchant_order_id", "merchant_refund_id", "channel_txn_id", "amount_minor",
+    "currency", "field", "ledger_value", "channel_value",
+    "bill_file", "bill_line", "ledger_file", "ledger_row",
+]  # fmt: skip
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = int(row[0]) if row and row[0] is not None else 0
+    for version in range(current, len(MIGRATIONS)):
+        con.execute("BEGIN")
+        con.execute(MIGRATIONS[version])
+        con.execute("INSERT INTO schema_version VALUES (?)", [version + 1])
+        con.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+@contextmanager
+def open_store(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+def record_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    channel: str,
+    day: dt.date,
+    started_at: dt.datetime,
+    exit_code: int,
+    files: dict[str, str | None],
+    summary: dict[str, Any],
+    queues: list[tuple[str, pl.DataFrame]],
+    quarantine: pl.DataFrame,
+) -> None:
+    """Record one run and make its queues the channel-day's current ones."""
+    con.execute("BEGIN")
+    try:
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id, channel, day, started_at, dt.datetime.now(dt.UTC), exit_code,
+                files.get("bill_file"), files.get("bill_sha256"),
+                files.get("ledger_file"), files.get("ledger_sha256"),
+                json.dumps(summary, default=str),
+            ],
+        )  # fmt: skip
+        for table in ("queue_items", "quarantine"):
+            con.execute(
+                f"DELETE FROM {table} WHERE channel = ? AND business_date = ?", [channel, day]
+            )
+        for queue, df in queues:
+            items = df.with_columns(
+                *(pl.lit(None, pl.String).alias(c) for c in _ITEM_COLUMNS if c not in df.columns)
+            ).select(
+                pl.lit(run_id).alias("run_id"),
+                pl.lit(channel).alias("channel"),
+                pl.lit(day).alias("business_date"),
+                pl.lit(queue).alias("queue"),
+                *_ITEM_COLUMNS,
+            )
+            con.register("_items", items)
+            con.execute("INSERT INTO queue_items SELECT * FROM _items")
+            con.unregister("_items")
+        q = quarantine.select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(channel).alias("channel"),
+            pl.lit(day).alias("business_date"),
+            "side", "source_file", "source_line", "column", "reason", "raw",
+        )  # fmt: skip
+        con.register("_q", q)
+        con.execute("INSERT INTO quarantine SELECT * FROM _q")
+        con.unregister("_q")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
