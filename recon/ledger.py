@@ -64,7 +64,6 @@ def read_ledger(path: Path) -> pl.DataFrame:
                 path,
                 infer_schema=False,
                 encoding="utf8",
-                missing_utf8_is_empty_string=True,
                 truncate_ragged_lines=False,
             )
     except FileNotFoundError:
