@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -80,5 +82,5 @@ def test_amount_mismatch_shows_both_values_in_major_units(
     assert rows.height > 0
     for ledger_value, channel_value in rows.select("ledger_value", "channel_value").iter_rows():
         # the generator adds one fen on the ledger side
-        assert round(float(ledger_value) - float(channel_value), 2) == 0.01
-        assert channel_value.count(".") == 1 and len(channel_value.split(".")[1]) == 2
+        assert Decimal(ledger_value) - Decimal(channel_value) == Decimal("0.01")
+        assert re.fullmatch(r"\d+\.\d{2}", channel_value)
