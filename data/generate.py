@@ -281,13 +281,20 @@ def alipay_bill(txns: list[Txn], day: dt.date, account: str = "20880211096256330
     return "\r\n".join(lines) + "\r\n"
 
 
+class _GbkZipInfo(zipfile.ZipInfo):
+    """Writes the entry name as GBK bytes without the UTF-8 flag, as Alipay does."""
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # noqa: N802 (CPython's name)
+        return self.filename.encode("gbk"), self.flag_bits
+
+
 def alipay_zip(csv_text: str, day: dt.date, account: str = "20880211096256330156") -> bytes:
     """The zip Alipay serves: GBK bodies, GBK entry names without the UTF-8 flag."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for suffix, body in (("业务明细", csv_text), ("业务明细(汇总)", "#汇总\r\n")):
             name = f"{account}0156_{day:%Y%m%d}_{suffix}.csv"
-            info = zipfile.ZipInfo(name.encode("gbk").decode("cp437"), (2024, 1, 1, 0, 0, 0))
+            info = _GbkZipInfo(name, (2024, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, body.encode("gbk"))
     return buf.getvalue()

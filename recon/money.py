@@ -10,53 +10,7 @@ from decimal import Decimal
 
 import polars as pl
 
-# ISO 4217 minor-unit exponents; anything absent is unknown and rejected.
-CURRENCY_EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        [
-            "AED",
-            "AUD",
-            "BRL",
-            "CAD",
-            "CHF",
-            "CNY",
-            "CZK",
-            "DKK",
-            "EGP",
-            "EUR",
-            "GBP",
-            "HKD",
-            "HUF",
-            "IDR",
-            "ILS",
-            "INR",
-            "KZT",
-            "MOP",
-            "MXN",
-            "MYR",
-            "NOK",
-            "NZD",
-            "PHP",
-            "PKR",
-            "PLN",
-            "QAR",
-            "RON",
-            "RUB",
-            "SAR",
-            "SEK",
-            "SGD",
-            "THB",
-            "TRY",
-            "TWD",
-            "UAH",
-            "USD",
-            "ZAR",
-        ],
-        2,
-    ),
-    **dict.fromkeys(["CLP", "ISK", "JPY", "KRW", "PYG", "UGX", "VND", "XAF", "XOF"], 0),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-}
+from recon.currency import CURRENCY_EXPONENTS
 
 _MAX_INT_DIGITS = 15  # keeps minor units far from Int64 overflow
 _NUMBER = r"^([+-]?)(\d*)(?:\.(\d*))?$"

@@ -12,7 +12,7 @@ import polars as pl
 from pandera.engines.polars_engine import Date, DateTime
 from pandera.errors import SchemaErrors
 
-from recon.money import CURRENCY_EXPONENTS
+from recon.currency import CURRENCY_EXPONENTS
 
 TXN_TYPES = ("payment", "refund")
 
