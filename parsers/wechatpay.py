@@ -25,8 +25,9 @@ from parsers.common import (
     split_lines,
     split_quarantine,
 )
+from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
-from recon.money import CURRENCY_EXPONENTS, decimal_or_none, to_minor_by_currency
+from recon.money import decimal_or_none, to_minor_by_currency
 
 SEP = ",`"  # between data values; a bare comma may occur inside goods names
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"

@@ -17,8 +17,9 @@ from pathlib import Path
 import polars as pl
 
 from recon.checks import RowCheck, apply_checks
+from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
-from recon.money import CURRENCY_EXPONENTS, exponent_expr, to_minor_by_currency
+from recon.money import exponent_expr, to_minor_by_currency
 from recon.schema import QUARANTINE_SCHEMA
 from recon.sides import SIDE_SCHEMA
 

@@ -90,11 +90,29 @@ def reconcile_day(
     *,
     store_path: Path | None = None,
 ) -> RunResult:
-    started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
     log.info("parse %s bill %s", channel.name, bill_path)
     bill = parse_bill(channel, bill_path)
     log.info("parsed %d rows (%d quarantined)", bill.rows.height, bill.quarantine.height)
+    return reconcile_parsed(
+        rules, channel_name, day, bill, ledger_path, out_dir, store_path=store_path
+    )
+
+
+def reconcile_parsed(
+    rules: Rules,
+    channel_name: str,
+    day: dt.date,
+    bill: ParsedBill,
+    ledger_path: Path,
+    out_dir: Path,
+    *,
+    store_path: Path | None = None,
+) -> RunResult:
+    """Reconcile an already parsed (and proven) bill against the ledger's day."""
+    started = dt.datetime.now(dt.UTC)
+    channel = rules.channel(channel_name)
+    bill_path = bill.path
     ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
     log.info("ledger: %d rows for %s %s", ledger.rows.height, channel.name, day)
     result = diff(ledger.rows, bill_side(bill.rows), channel.settled_statuses)

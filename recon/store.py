@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ MIGRATIONS: list[str] = [
       source_file VARCHAR, source_line BIGINT, "column" VARCHAR, reason VARCHAR, raw VARCHAR
     );
     """,
+    # 2: where each channel-day stands (manual handling when the bill never came), alerts.
+    """
+    CREATE TABLE channel_days (
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      state VARCHAR NOT NULL,
+      detail VARCHAR,
+      updated_at TIMESTAMPTZ NOT NULL,
+      PRIMARY KEY (channel, business_date)
+    );
+    CREATE TABLE alerts (
+      raised_at TIMESTAMPTZ NOT NULL,
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      kind VARCHAR NOT NULL,
+      message VARCHAR NOT NULL
+    );
+    """,
 ]
 
 _ITEM_COLUMNS = [
@@ -71,10 +90,24 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     return len(MIGRATIONS)
 
 
+def _connect(path: Path, wait: float) -> duckdb.DuckDBPyConnection:
+    """DuckDB allows one writing process per file: wait for another run's lock."""
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 @contextmanager
-def open_store(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_store(path: Path, wait: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = _connect(path, wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
         migrate(con)
@@ -91,7 +124,7 @@ def record_run(
     day: dt.date,
     started_at: dt.datetime,
     exit_code: int,
-    files: dict[str, str | None],
+    files: Mapping[str, str | None],
     summary: dict[str, Any],
     queues: list[tuple[str, pl.DataFrame]],
     quarantine: pl.DataFrame,
@@ -138,3 +171,21 @@ def record_run(
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def set_day_state(
+    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, state: str, detail: str = ""
+) -> None:
+    """Where a channel-day stands: waiting, bill_missing_manual, reconciled..."""
+    con.execute(
+        "INSERT OR REPLACE INTO channel_days VALUES (?, ?, ?, ?, ?)",
+        [channel, day, state, detail, dt.datetime.now(dt.UTC)],
+    )
+
+
+def day_state(con: duckdb.DuckDBPyConnection, channel: str, day: dt.date) -> tuple[str, str] | None:
+    row = con.execute(
+        "SELECT state, detail FROM channel_days WHERE channel = ? AND business_date = ?",
+        [channel, day],
+    ).fetchone()
+    return (str(row[0]), str(row[1])) if row else None

@@ -73,9 +73,7 @@ def build_summary(
                 "count": fm.height,
                 "pairs": pairs.height,
                 "amount": amounts_by_currency(pairs),
-                "by_field": dict(
-                    sorted(fm.group_by("field").len().iter_rows())  # type: ignore[arg-type]
-                ),
+                "by_field": dict(sorted(fm.group_by("field").len().iter_rows())),
                 "amount_rows": amount_rows.height,
             },
         },
