@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,10 +10,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from recon.acquire_config import SftpRules
+from recon.channel_config import LedgerRules, ScheduleRules
+from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import ConfigError
-from recon.money import CURRENCY_EXPONENTS
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "channels.toml"
+RULES_ENV = "RECON_RULES"  # a deployment's rules file, when not the default
 PARSERS = ("wechatpay_v2", "alipay_detail")
 
 
@@ -24,7 +28,10 @@ class Channel:
     currency: str
     settled_statuses: tuple[str, ...]
     status_map: Mapping[str, str]
-    extra: Mapping[str, Any] = field(default_factory=dict)  # sections owned by other modules
+    extra: Mapping[str, Any] = field(default_factory=dict)  # raw sections, as written
+    sftp: SftpRules | None = None  # where the nightly fetch finds the bill
+    schedule: ScheduleRules | None = None  # when it is expected, how long to wait
+    ledger: LedgerRules | None = None  # where the day's ledger export is
 
     @property
     def tz(self) -> ZoneInfo:
@@ -36,6 +43,8 @@ class Rules:
     path: Path
     store: Path
     channels: Mapping[str, Channel]
+    archive: Path  # raw bills as fetched, by channel and business date
+    work: Path  # per channel-day working files and published queues
 
     def channel(self, name: str) -> Channel:
         try:
@@ -97,11 +106,22 @@ def _channel(name: str, raw: dict[str, Any], where: str) -> Channel:
         settled_statuses=tuple(s.upper() for s in settled),
         status_map=dict(smap),
         extra=extra,
+        sftp=SftpRules.from_table(extra["sftp"], f"{where}.sftp") if "sftp" in extra else None,
+        schedule=(
+            ScheduleRules.from_table(extra["schedule"], f"{where}.schedule")
+            if "schedule" in extra
+            else None
+        ),
+        ledger=(
+            LedgerRules.from_table(extra["ledger"], f"{where}.ledger")
+            if "ledger" in extra
+            else None
+        ),
     )
 
 
 def load_rules(path: Path | None = None) -> Rules:
-    path = path or DEFAULT_RULES
+    path = path or Path(os.environ.get(RULES_ENV) or DEFAULT_RULES)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -109,7 +129,15 @@ def load_rules(path: Path | None = None) -> Rules:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     defaults = dict(_take(raw, "defaults", "defaults", dict, {}))
-    store = Path(_take(defaults, "store", "defaults", str, "var/recon.duckdb"))
+    base = path.resolve().parent.parent  # relative paths are relative to the repo root
+    store, archive, work = (
+        base / _take(defaults, key, "defaults", str, default)
+        for key, default in (
+            ("store", "var/recon.duckdb"),
+            ("archive", "var/archive"),
+            ("work", "var/runs"),
+        )
+    )
     _no_leftovers(defaults, "defaults")
     chans = _take(raw, "channels", "channels", dict)
     _no_leftovers(raw, str(path))
@@ -118,6 +146,4 @@ def load_rules(path: Path | None = None) -> Rules:
         if not isinstance(table, dict):
             raise ConfigError(f"channels.{name}: expected a table")
         channels[name] = _channel(name, table, f"channels.{name}")
-    if not store.is_absolute():
-        store = path.resolve().parent.parent / store
-    return Rules(path=path, store=store, channels=channels)
+    return Rules(path=path, store=store, channels=channels, archive=archive, work=work)

@@ -1,0 +1,111 @@
+"""Strict parsing of a channel's [schedule] and [ledger] tables in rules/*.toml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recon.errors import ConfigError
+
+_DURATION = re.compile(r"^(\d+)(s|m|h)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(value: Any, where: str) -> dt.timedelta:
+    """``"90s"``, ``"5m"`` or ``"2h"``."""
+    m = _DURATION.match(value) if isinstance(value, str) else None
+    if not m or int(m.group(1)) == 0:
+        raise ConfigError(f"{where}: expected a duration like '90s', '5m' or '2h', got {value!r}")
+    return dt.timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    missing = sorted(required - set(table))
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}: required key is missing")
+
+
+@dataclass(frozen=True)
+class ScheduleRules:
+    """When the bill is expected and how long to keep looking for it.
+
+    The DAG runs at ``cron`` (channel time zone) for the previous business day.
+    Polls are spaced ``first_delay * multiplier**n`` apart, capped at
+    ``max_delay``; ``deadline`` after the scheduled time the channel-day is
+    handed to a person (manual handling) and an alert fires.
+    """
+
+    cron: str
+    first_delay: dt.timedelta
+    multiplier: float
+    max_delay: dt.timedelta
+    deadline: dt.timedelta
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> ScheduleRules:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        keys = {"cron", "first_delay", "multiplier", "max_delay", "deadline"}
+        _check_keys(table, keys, keys, where)
+        cron = table["cron"]
+        if not isinstance(cron, str) or len(cron.split()) != 5:
+            raise ConfigError(f"{where}.cron: expected a 5-field cron expression, got {cron!r}")
+        mult = table["multiplier"]
+        if isinstance(mult, bool) or not isinstance(mult, int | float) or not 1 <= mult <= 10:
+            raise ConfigError(f"{where}.multiplier: expected a number from 1 to 10, got {mult!r}")
+        rules = cls(
+            cron=cron,
+            first_delay=duration(table["first_delay"], f"{where}.first_delay"),
+            multiplier=float(mult),
+            max_delay=duration(table["max_delay"], f"{where}.max_delay"),
+            deadline=duration(table["deadline"], f"{where}.deadline"),
+        )
+        if rules.max_delay < rules.first_delay:
+            raise ConfigError(f"{where}.max_delay: shorter than first_delay")
+        if rules.deadline < rules.first_delay:
+            raise ConfigError(f"{where}.deadline: shorter than first_delay")
+        return rules
+
+    def delays(self) -> list[dt.timedelta]:
+        """The waits between polls, shortest possible (Airflow adds up to 2x jitter),
+        until their sum reaches the deadline: the retry count this gives is an upper
+        bound, and the deadline check inside the task ends the wait on time."""
+        out: list[dt.timedelta] = []
+        total = dt.timedelta()
+        step = self.first_delay
+        while total < self.deadline:
+            out.append(min(step, self.max_delay))
+            total += out[-1]
+            step = step * self.multiplier
+        return out
+
+
+@dataclass(frozen=True)
+class LedgerRules:
+    """Where the internal ledger export for a business day is found."""
+
+    path: str  # format string with {date:%Y%m%d}-style fields
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> LedgerRules:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _check_keys(table, {"path"}, {"path"}, where)
+        path = table["path"]
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}.path: expected a path template, got {path!r}")
+        try:
+            path.format(date=dt.date(2024, 1, 1))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{where}.path: bad template {path!r}: {exc}") from None
+        return cls(path=path)
+
+    def for_day(self, day: dt.date, base: Path) -> Path:
+        p = Path(self.path.format(date=day))
+        return p if p.is_absolute() else base / p
