@@ -30,3 +30,25 @@ class ControlTotalsError(InputError):
 
 class ConfigError(Exception):
     """A rules file is invalid; the message names the key."""
+
+
+# Fetch errors live here, away from paramiko, so the DAG's retry policy can name them
+# without importing an SSH stack at DAG-parse time.
+class FetchError(Exception):
+    """Fetching a bill failed."""
+
+
+class PermanentFetchError(FetchError):
+    """Retrying will not help: fail the task without retry."""
+
+
+class HostKeyError(PermanentFetchError):
+    """The server's host key is unknown or differs from the expected one."""
+
+
+class AuthError(PermanentFetchError):
+    """The server refused our credentials, or the client key cannot be loaded."""
+
+
+class TransientFetchError(FetchError):
+    """Network or server trouble that a later attempt may not meet."""

@@ -19,30 +19,27 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
-from recon.errors import ConfigError
+from recon.errors import (
+    AuthError,
+    ConfigError,
+    FetchError,
+    HostKeyError,
+    PermanentFetchError,
+    TransientFetchError,
+)
+
+__all__ = [
+    "AuthError",
+    "FetchError",
+    "HostKeyError",
+    "PermanentFetchError",
+    "SftpEndpoint",
+    "TransientFetchError",
+    "connect",
+]
 
 DEFAULT_PORT = 22
 _URL_OPTIONS = ("key_file", "known_hosts", "host_key")
-
-
-class FetchError(Exception):
-    """Fetching a bill failed."""
-
-
-class PermanentFetchError(FetchError):
-    """Retrying will not help: fail the task without retry."""
-
-
-class HostKeyError(PermanentFetchError):
-    """The server's host key is unknown or differs from the expected one."""
-
-
-class AuthError(PermanentFetchError):
-    """The server refused our credentials, or the client key cannot be loaded."""
-
-
-class TransientFetchError(FetchError):
-    """Network or server trouble that a later attempt may not meet."""
 
 
 # What paramiko and sockets raise when a connection fails or drops (OSError covers timeouts).

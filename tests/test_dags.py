@@ -1,0 +1,242 @@
+"""The nightly DAGs under real Airflow (dag.test()) against a real SFTP server.
+
+Bills come from the embedded channel simulator (paramiko's server side, real
+SFTP on 127.0.0.1); the Airflow metadata DB is a SQLite file in a temp dir.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from data.demo_nightly import REPO, airflow_env, connection_env, tries
+from data.generate import alipay_bill, alipay_zip, generate, wechat_bill, write_ledger
+from data.sftp_simulator import ChannelSimulator, SimulatorAddress
+
+pytestmark = pytest.mark.airflow
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+DAY = (NOW.astimezone(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)).date()
+PASSWORD = "s3cret-for-tests"
+
+
+@dataclass
+class Env:
+    root: Path
+    served: Path
+    address: SimulatorAddress
+    simulator: ChannelSimulator
+
+    def rules(
+        self, *, first_delay: str = "1s", multiplier: float = 2.0, deadline: str = "2m"
+    ) -> Path:
+        """A deployment rules file in the temp dir; RECON_RULES points the DAGs at it."""
+        text = (REPO / "rules" / "demo.toml").read_text("utf-8")
+        text = re.sub(r'first_delay = "[^"]+"', f'first_delay = "{first_delay}"', text)
+        text = re.sub(r"multiplier = [0-9.]+", f"multiplier = {multiplier}", text)
+        text = re.sub(r'deadline = "[^"]+"', f'deadline = "{deadline}"', text)
+        text = text.replace('"var/demo/', f'"{self.root}/')
+        path = self.root / f"rules_{first_delay}_{multiplier}_{deadline}.toml"
+        path.write_text(text, "utf-8")
+        os.environ["RECON_RULES"] = str(path)
+        return path
+
+    def connect(self, host_key: str | None = None) -> None:
+        key = host_key or self.address.host_key_line.split(maxsplit=1)[1]
+        for conn_id in ("sftp_wechatpay", "sftp_alipay"):
+            a = self.address
+            connection_env(conn_id, a.host, a.port, a.username, PASSWORD, key)
+
+    def publish(self, channel: str, *, after: float = 0.0) -> None:
+        day = generate(DAY, 120, seed=3)
+        ledger = self.root / "ledger" / f"ledger_{DAY:%Y%m%d}.csv"
+        ledger.parent.mkdir(exist_ok=True)
+        write_ledger(day.ledger, ledger)
+        staged = self.root / "staged"
+        staged.mkdir(exist_ok=True)
+        if channel == "wechatpay":
+            name = f"bills/wechatpay/wechatpay_{DAY:%Y%m%d}_ALL.csv"
+            (staged / "wx").write_text(wechat_bill(day.bills["wechatpay"]), "utf-8")
+            self.simulator.publish(staged / "wx", name, after=after)
+        else:
+            name = f"bills/alipay/alipay_{DAY:%Y%m%d}.csv.zip"
+            (staged / "ali").write_bytes(alipay_zip(alipay_bill(day.bills["alipay"], DAY), DAY))
+            (staged / "ok").write_bytes(b"")
+            self.simulator.publish(staged / "ali", name, after=after)
+            self.simulator.publish(staged / "ok", name + ".ok", after=after + 0.2)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("nightly")
+    saved = dict(os.environ)
+    airflow_env(root / "airflow", REPO / "rules" / "demo.toml")
+    from airflow.utils import db
+
+    db.initdb()
+    served = root / "served"
+    served.mkdir()
+    simulator = ChannelSimulator(served, password=PASSWORD)
+    with simulator as address:
+        e = Env(root, served, address, simulator)
+        e.connect()
+        yield e
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def run(dag_id: str, **conf: Any) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id].test(logical_date=NOW, run_conf=conf or None)
+
+
+def store_rows(env: Env, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(env.root / "recon.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, list(args)).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_channel_dag_imports_and_is_configuration_only(env: Env) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import CronTriggerTimetable
+
+    env.rules(first_delay="5s", multiplier=3.0)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"recon_wechatpay", "recon_alipay"}
+    for dag in bag.dags.values():
+        assert [t.task_id for t in dag.topological_sort()] == [  # type: ignore[no-untyped-call]
+            "wait_for_bill", "download", "normalize", "reconcile", "publish",
+        ]  # fmt: skip
+        assert isinstance(dag.timetable, CronTriggerTimetable)
+        assert dag.timetable.interval == dt.timedelta(days=1)
+        assert dag.catchup is False
+        wait = dag.get_task("wait_for_bill")
+        assert wait.retry_delay == dt.timedelta(seconds=5)
+        assert wait.retry_exponential_backoff == 3.0
+        assert wait.max_retry_delay == dt.timedelta(seconds=30)
+        assert (wait.retries or 0) >= 4
+
+
+def test_dag_file_does_no_heavy_work_at_import() -> None:
+    probe = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "heavy = [m for m in ('polars', 'duckdb', 'paramiko', 'pandera', 'pyarrow') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "dags" / "recon_nightly.py")],
+        capture_output=True, text=True, check=True, cwd=REPO,
+        env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+    )  # fmt: skip
+    assert out.stdout.strip() == ""
+
+
+def test_full_run_then_the_same_day_again_gives_the_same_results(env: Env) -> None:
+    env.rules()
+    env.publish("wechatpay")
+    first = run("recon_wechatpay")
+    assert str(first.state) == "success"
+    out = env.root / "runs" / "wechatpay" / DAY.isoformat() / "queues"
+    queues = {
+        f: (out / f).read_bytes()
+        for f in ("local_missing.csv", "channel_missing.csv", "field_mismatch.csv")
+    }
+    assert all(queues.values())
+    items = store_rows(env, "SELECT queue, count(*) FROM queue_items GROUP BY ALL ORDER BY ALL")
+    assert {q for q, _ in items} == {"local_missing", "channel_missing", "field_mismatch"}
+
+    again = run("recon_wechatpay", force_download=True)
+    assert str(again.state) == "success"
+    assert {f: (out / f).read_bytes() for f in queues} == queues
+    assert (
+        store_rows(env, "SELECT queue, count(*) FROM queue_items GROUP BY ALL ORDER BY ALL")
+        == items
+    )
+    assert store_rows(env, "SELECT count(*) FROM runs WHERE channel = 'wechatpay'") == [(2,)]
+    day_dir = env.root / "archive" / "wechatpay" / DAY.isoformat()
+    assert [p.name for p in day_dir.rglob("*.csv")] == [f"wechatpay_{DAY:%Y%m%d}_ALL.csv"]
+    assert store_rows(env, "SELECT state FROM channel_days WHERE channel = 'wechatpay'") == [
+        ("reconciled",)
+    ]
+
+
+def test_late_bill_is_polled_with_growing_intervals(env: Env) -> None:
+    env.rules(first_delay="2s", multiplier=3.0)
+    env.publish("alipay", after=9.0)
+    dag_run = run("recon_alipay")
+    assert str(dag_run.state) == "success"
+    polls = tries("recon_alipay", dag_run.run_id, "wait_for_bill")
+    assert len(polls) >= 3
+    gaps = [(b[1] - a[1]).total_seconds() for a, b in itertools.pairwise(polls)]
+    assert gaps == sorted(gaps)
+    assert gaps[0] >= 2
+    assert gaps[1] >= 6  # 2s * 3, Airflow adds up to 2x jitter on top
+    assert (env.root / "runs" / "alipay" / DAY.isoformat() / "queues" / "summary.json").exists()
+
+
+def test_bill_that_never_comes_goes_to_manual_handling_with_an_alert(env: Env) -> None:
+    for old in env.served.rglob("*"):
+        if old.is_file():
+            old.unlink()
+    env.rules(first_delay="1s", deadline="3s")
+    out = env.root / "runs" / "wechatpay" / DAY.isoformat()
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    start = dt.datetime.now(dt.UTC)
+    # The deadline counts from the run's scheduled time: schedule it now.
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["recon_wechatpay"]
+    dag_run = dag.test(logical_date=start)
+    assert str(dag_run.state) == "failed"
+    assert store_rows(
+        env, "SELECT state FROM channel_days WHERE channel = 'wechatpay' AND business_date = ?",
+        (start.astimezone(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)).date(),
+    ) == [("bill_missing_manual",)]  # fmt: skip
+    alerts = store_rows(env, "SELECT kind, message FROM alerts WHERE raised_at >= ?", start)
+    assert [k for k, _ in alerts] == ["bill_missing_manual"]
+    assert "not delivered" in alerts[0][1]
+    assert not (out / "queues").exists()  # nothing reconciled
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states["reconcile"] == "upstream_failed"
+
+
+def test_wrong_host_key_fails_at_once_without_retry(env: Env) -> None:
+    import paramiko
+
+    from data.sftp_simulator import generate_ed25519_key
+
+    env.rules(first_delay="1s")
+    impostor: paramiko.PKey = generate_ed25519_key()
+    env.connect(host_key=f"{impostor.get_name()} {impostor.get_base64()}")
+    try:
+        dag_run = run("recon_alipay", business_date="2024-01-05")
+    finally:
+        env.connect()
+    assert str(dag_run.state) == "failed"
+    polls = tries("recon_alipay", dag_run.run_id, "wait_for_bill")
+    assert len(polls) == 1
+    alerts = store_rows(
+        env, "SELECT kind, message FROM alerts WHERE business_date = DATE '2024-01-05'"
+    )
+    assert [k for k, _ in alerts] == ["task_failed"]
+    assert "host key" in alerts[0][1].lower()
