@@ -13,8 +13,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from recon.errors import ConfigError, InputError
+from recon.errors import ConfigError, FetchError, InputError
 from recon.pipeline import EXIT_BREAKS, EXIT_CLEAN, EXIT_ERROR, parse_bill, reconcile_day
 from recon.rules import load_rules
 
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, type=Path, help="output directory")
     run.add_argument("--store", type=Path, help="DuckDB store (default: from rules)")
 
+    night = sub.add_parser(
+        "nightly",
+        help="fetch, normalize and reconcile one channel-day outside Airflow "
+        "(endpoint from RECON_SFTP_<CHANNEL>_URL)",
+    )
+    night.add_argument("--channel", required=True)
+    night.add_argument("--date", required=True, type=_date, help="business date, YYYY-MM-DD")
+    night.add_argument("--force-download", action="store_true", help="fetch the bill again")
+
     parse = sub.add_parser("parse", help="parse a bill into the standard schema")
     parse.add_argument("--channel", required=True)
     parse.add_argument("--bill", required=True, type=Path)
@@ -55,15 +65,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = reconcile_day(
         rules, args.channel, args.date, args.bill, args.ledger, args.out, store_path=args.store
     )
-    s = result.summary
+    _print_run(result.summary, args.out)
+    return result.exit_code
+
+
+def _print_run(s: dict[str, Any], out: Path) -> None:
     q = s["queues"]
     print(
         f"{s['channel']} {s['business_date']}: matched {s['matched']}, "
         f"local_missing {q['local_missing']['count']}, "
         f"channel_missing {q['channel_missing']['count']}, "
         f"field_mismatch {q['field_mismatch']['count']} "
-        f"({q['field_mismatch']['pairs']} records), quarantined {s['quarantined']} -> {args.out}"
+        f"({q['field_mismatch']['pairs']} records), quarantined {s['quarantined']} -> {out}"
     )
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    from recon.nightly import endpoint_from_env, run_channel_day
+
+    rules = load_rules(args.rules)
+    endpoint = endpoint_from_env(args.channel)
+    result = run_channel_day(rules, args.channel, args.date, endpoint, force=args.force_download)
+    _print_run(result.summary, result.out_dir)
     return result.exit_code
 
 
@@ -94,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        return _cmd_run(args) if args.command == "run" else _cmd_parse(args)
-    except (InputError, ConfigError) as exc:
+        commands = {"run": _cmd_run, "nightly": _cmd_nightly, "parse": _cmd_parse}
+        return commands[args.command](args)
+    except (InputError, ConfigError, FetchError) as exc:
         print(f"recon: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug, not bad input: still one line unless asked
