@@ -12,21 +12,24 @@ confined to the served root. `publish(after=...)` makes a bill appear late, as r
 from __future__ import annotations
 
 import argparse
+import errno
 import hmac
 import io
 import logging
 import os
 import posixpath
 import secrets
+import select
 import shutil
 import socket
-import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -41,9 +44,23 @@ HOST = "127.0.0.1"  # loopback only: the CLI prints its password, so never liste
 MAX_READ = 256 * 1024
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_EXCL
 _JOIN_TIMEOUT = 5.0  # per thread, so a wedged client cannot hang __exit__
-_POLL = 0.2  # how often blocking loops notice that the simulator is stopping
+_POLL = 0.2  # how often a connection's loop notices that the simulator is stopping
 
 _T = TypeVar("_T")
+
+# paramiko has no type stubs; pin the codes we answer with to int once.
+_DENIED: int = paramiko.SFTP_PERMISSION_DENIED
+_NO_SUCH_FILE: int = paramiko.SFTP_NO_SUCH_FILE
+_FAILURE: int = paramiko.SFTP_FAILURE
+_AUTH_OK: int = paramiko.AUTH_SUCCESSFUL
+_AUTH_FAILED: int = paramiko.AUTH_FAILED
+_OPEN_OK: int = paramiko.OPEN_SUCCEEDED
+_OPEN_PROHIBITED: int = paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+
+def _status(e: OSError) -> int:
+    code: int = paramiko.SFTPServer.convert_errno(e.errno)
+    return code
 
 
 def generate_ed25519_key() -> paramiko.PKey:
@@ -111,7 +128,10 @@ class _Tree:
         candidate = self.root / rel
         # Symlinks are resolved before the check so that a link cannot point a client outside.
         # lstat must not follow the last component, so only its parent is resolved then.
-        real = candidate.resolve() if follow else candidate.parent.resolve() / candidate.name
+        try:
+            real = candidate.resolve() if follow else candidate.parent.resolve() / candidate.name
+        except RuntimeError as e:  # a symlink loop (Python 3.11 raises RuntimeError for it)
+            raise OSError(errno.ELOOP, str(e)) from e
         if not real.is_relative_to(self.root):
             raise _Confined(path)
         return real
@@ -132,13 +152,12 @@ def _errors(op: Callable[..., _T]) -> Callable[..., _T | int]:
             return op(self, path, *args)
         except _Confined:
             log.warning("%s: refused %s %r: outside the served root", self.peer, op.__name__, path)
-            return paramiko.SFTP_PERMISSION_DENIED
+            return _DENIED
         except ValueError:  # e.g. a NUL byte in the path
-            return paramiko.SFTP_NO_SUCH_FILE
+            return _NO_SUCH_FILE
         except OSError as e:
             log.debug("%s: %s %r: %s", self.peer, op.__name__, path, e)
-            code: int = paramiko.SFTPServer.convert_errno(e.errno)
-            return code
+            return _status(e)
 
     wrapper.__name__ = op.__name__
     return wrapper
@@ -161,25 +180,24 @@ class _ReadHandle(paramiko.SFTPHandle):  # type: ignore[misc]  # paramiko has no
 
     def read(self, offset: int, length: int) -> bytes | int:
         if self._fd is None:
-            return paramiko.SFTP_FAILURE
+            return _FAILURE
         try:
             data = os.pread(self._fd, min(length, MAX_READ), offset)
         except OSError as e:
-            code: int = paramiko.SFTPServer.convert_errno(e.errno)
-            return code
+            return _status(e)
         self._sent += len(data)
         return data  # b"" at end of file: paramiko answers SFTP_EOF
 
     def write(self, offset: int, data: bytes) -> int:
-        return paramiko.SFTP_PERMISSION_DENIED
+        return _DENIED
 
     def stat(self) -> paramiko.SFTPAttributes | int:
         if self._fd is None:
-            return paramiko.SFTP_FAILURE
+            return _FAILURE
         return _attributes(os.fstat(self._fd), posixpath.basename(self._name))
 
     def chattr(self, attr: paramiko.SFTPAttributes) -> int:
-        return paramiko.SFTP_PERMISSION_DENIED
+        return _DENIED
 
     def close(self) -> None:
         # Called on CLOSE and again for handles still open when the session ends.
@@ -235,20 +253,20 @@ class _ReadOnlySFTP(paramiko.SFTPServerInterface):  # type: ignore[misc]
         name = _virtual(path)
         if flags & _WRITE_FLAGS:
             log.warning("%s: refused open for writing %s", self.peer, name)
-            return paramiko.SFTP_PERMISSION_DENIED
+            return _DENIED
         # O_NONBLOCK so that a FIFO in the tree cannot wedge the session; regular files
         # ignore it.
         fd = os.open(self.tree.local(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             log.info("%s: refused open of %s: not a regular file", self.peer, name)
-            return paramiko.SFTP_FAILURE
+            return _FAILURE
         log.info("%s: open %s", self.peer, name)
         return _ReadHandle(fd, name, self.peer)
 
     def _refuse(self, what: str, *paths: str) -> int:
         log.warning("%s: refused %s %s: read-only", self.peer, what, " ".join(paths))
-        return paramiko.SFTP_PERMISSION_DENIED
+        return _DENIED
 
     def remove(self, path: str) -> int:
         return self._refuse("remove", path)
@@ -304,9 +322,9 @@ class _SSHServer(paramiko.ServerInterface):  # type: ignore[misc]
     def _verdict(self, username: str, method: str, ok: bool) -> int:
         if ok and username == self._username:
             log.info("%s: %s authenticated by %s", self.peer, username, method)
-            return paramiko.AUTH_SUCCESSFUL
+            return _AUTH_OK
         log.warning("%s: %s auth failed for %r", self.peer, method, username)
-        return paramiko.AUTH_FAILED
+        return _AUTH_FAILED
 
     def check_auth_password(self, username: str, password: str) -> int:
         ok = self._password is not None and hmac.compare_digest(
@@ -321,9 +339,9 @@ class _SSHServer(paramiko.ServerInterface):  # type: ignore[misc]
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
+            return _OPEN_OK
         log.warning("%s: refused %s channel", self.peer, kind)
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return _OPEN_PROHIBITED
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
         # The default starts whatever the transport registered, which is only "sftp".
@@ -367,6 +385,9 @@ class ChannelSimulator:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        # Written to on exit to wake the acceptor's select(): closing a socket that another
+        # thread waits on does not reliably wake it.
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._acceptor: threading.Thread | None = None
         self._connections: set[threading.Thread] = set()
         self._transports: set[paramiko.Transport] = set()
@@ -386,16 +407,17 @@ class ChannelSimulator:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((HOST, self._port))
             listener.listen(16)
-            # A timeout rather than close() to wake accept(): closing a socket another thread
-            # is blocked on does not reliably interrupt it on Linux.
-            listener.settimeout(_POLL)
         except OSError:
             listener.close()
             raise
         self._listener = listener
+        self._wake = socket.socketpair()
         port: int = listener.getsockname()[1]
         self._acceptor = threading.Thread(
-            target=self._accept_loop, name=f"sftp-simulator:{port}", daemon=True
+            target=self._accept_loop,
+            args=(listener, self._wake[0]),
+            name=f"sftp-simulator:{port}",
+            daemon=True,
         )
         self._acceptor.start()
         log.info("serving %s read-only on %s:%d", self.root, HOST, port)
@@ -413,10 +435,14 @@ class ChannelSimulator:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        if self._wake is not None:
+            self._wake[1].send(b"x")
         if self._acceptor is not None:
             self._acceptor.join(_JOIN_TIMEOUT)
-        if self._listener is not None:
-            self._listener.close()
+        for sock in [self._listener, *(self._wake or ())]:
+            if sock is not None:
+                sock.close()
         with self._lock:
             transports = list(self._transports)
             connections = list(self._connections)
@@ -425,21 +451,20 @@ class ChannelSimulator:
         for transport in transports:
             transport.close()
         for thread in connections:
-            thread.join(_JOIN_TIMEOUT)
+            thread.join(max(0.0, deadline - time.monotonic()))
         # Bills still waiting to "arrive" never do; drop their staged copies.
         for staged, timer in pending:
             timer.cancel()
-            with self._lock:
-                staged.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
         log.info("stopped serving %s", self.root)
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _accept_loop(self, listener: socket.socket, wake: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                sock, addr = self._listener.accept()
-            except TimeoutError:
-                continue
+                ready, _, _ = select.select([listener, wake], [], [])
+                if listener not in ready:
+                    continue  # woken to stop
+                sock, addr = listener.accept()
             except OSError:
                 if not self._stop.is_set():
                     log.exception("accept failed; no longer listening")
@@ -454,7 +479,11 @@ class ChannelSimulator:
 
     def _serve(self, sock: socket.socket, peer: str) -> None:
         log.info("%s: connected", peer)
-        sock.settimeout(None)  # the accepted socket inherits the listener's poll timeout
+        # Without this, Nagle's algorithm holds the tail of each reply until the client's
+        # delayed ACK (~40 ms on Linux): every synchronous read would then take 40 ms. That
+        # hits paramiko clients hard, whose prefetch can give up early against a fast server
+        # and fall back to one read at a time.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
         with self._lock:
             self._transports.add(transport)
@@ -462,13 +491,20 @@ class ChannelSimulator:
             transport.add_server_key(self._host_key)
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _ReadOnlySFTP)
             server = _SSHServer(self._tree, peer, self._username, self._authorized, self._password)
+            if self._stop.is_set():  # arrived while __exit__ was closing the others
+                return
             transport.start_server(server=server)  # returns after key exchange
-            while transport.is_active() and not self._stop.is_set():
-                # Channels run their sftp subsystem on their own threads; accepting just
-                # drains paramiko's queue of opened channels while we wait.
-                transport.accept(timeout=_POLL)
+            # Each channel runs its sftp subsystem on a thread of its own; we only hold on to
+            # the channels: paramiko keeps them weakly and a collected Channel closes itself.
+            # Until accepted they sit in paramiko's (strong) queue, so draining it now and
+            # then is enough, and waiting on the stop event lets __exit__ end us at once.
+            channels: list[paramiko.Channel] = []
+            while transport.is_active() and not self._stop.wait(_POLL):
+                channels = [c for c in channels if not c.closed]
+                while (channel := transport.accept(timeout=0)) is not None:
+                    channels.append(channel)
         except (paramiko.SSHException, EOFError, OSError) as e:
-            log.info("%s: connection failed: %s", peer, e or type(e).__name__)
+            log.info("%s: connection failed: %s", peer, str(e) or type(e).__name__)
         finally:
             transport.close()
             with self._lock:
@@ -484,12 +520,16 @@ class ChannelSimulator:
 
         The copy is made now, under a hidden name beside the root (so no client can see it
         half-written or early), and renamed into place when the time comes: clients see no
-        file, then the whole file, never a partial one.
+        file, then the whole file, never a partial one. Missing directories on the way are
+        made now, as on a channel's server, where the merchant's directory is already there.
         """
         rel = PurePosixPath(name)
-        if not rel.parts or rel.is_absolute() or any(p in ("", ".", "..") for p in rel.parts):
+        if not rel.parts or rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"publish: name must be a relative path inside the root: {name!r}")
+        if self._stop.is_set():
+            raise RuntimeError("publish: the simulator has stopped")
         dest = self.root.joinpath(*rel.parts)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         fd, staged_name = tempfile.mkstemp(
             prefix=f".{self.root.name}.{rel.name}.", suffix=".arriving", dir=self.root.parent
         )
@@ -517,15 +557,17 @@ class ChannelSimulator:
                 return
         try:
             self._land(staged, dest)
-        except OSError:
+        except OSError:  # nobody to raise to on a timer thread
             log.exception("could not publish %s", dest)
-            staged.unlink(missing_ok=True)
 
     def _land(self, staged: Path, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.utime(staged)  # mtime = arrival time, as a client polling by mtime would see
-        # Same filesystem as the root (its parent), so this is an atomic rename.
-        os.replace(staged, dest)
+        try:
+            os.utime(staged)  # mtime = arrival time, as a client polling by mtime would see
+            # Same filesystem as the root (its parent), so this is an atomic rename.
+            os.replace(staged, dest)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         log.info("published %s", "/" + dest.relative_to(self.root).as_posix())
 
 
