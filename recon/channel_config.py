@@ -82,7 +82,7 @@ class ScheduleRules:
         while total < self.deadline:
             out.append(min(step, self.max_delay))
             total += out[-1]
-            step = step * self.multiplier
+            step = min(step * self.multiplier, self.max_delay)
         return out
 
 

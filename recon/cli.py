@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from recon.errors import ConfigError, FetchError, InputError
 from recon.pipeline import EXIT_BREAKS, EXIT_CLEAN, EXIT_ERROR, parse_bill, reconcile_day
@@ -27,8 +27,15 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are bad input too: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"recon: error: {message} (see recon --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="recon", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="recon", description=__doc__.splitlines()[0])
     ap.add_argument("--rules", type=Path, help="rules TOML (default: rules/channels.toml)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -111,7 +118,10 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return int(exc.code or 0)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -125,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line unless asked
         if os.environ.get("RECON_DEBUG"):
             traceback.print_exc()
-        print(f"recon: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"recon: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
         return EXIT_ERROR
 
 

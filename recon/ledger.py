@@ -72,7 +72,11 @@ def read_ledger(path: Path) -> pl.DataFrame:
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, f"cannot read ledger: {first}") from None
-    df = df.rename({c: c.strip().lstrip("\ufeff").lower() for c in df.columns})
+    names = [c.strip().lstrip("\ufeff").lower() for c in df.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(path, f"ledger header repeats column(s) {', '.join(twice)}", line=1)
+    df = df.rename(dict(zip(df.columns, names, strict=True)))
     missing = [c for c in LEDGER_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(

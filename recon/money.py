@@ -6,6 +6,7 @@ A value with more decimals than its currency allows is rejected, never rounded
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import polars as pl
@@ -13,8 +14,8 @@ import polars as pl
 from recon.currency import CURRENCY_EXPONENTS
 
 _MAX_INT_DIGITS = 15  # keeps minor units far from Int64 overflow
-_NUMBER = r"^([+-]?)(\d*)(?:\.(\d*))?$"
-_GROUPED = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+_NUMBER = r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$"  # ASCII digits only: \d also matches ３
+_GROUPED = r"^[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?$"
 
 
 def to_minor(value: pl.Expr, exponent: int) -> pl.Expr:
@@ -30,11 +31,13 @@ def to_minor(value: pl.Expr, exponent: int) -> pl.Expr:
         .otherwise(s)
     )
     parts = s.str.extract_groups(_NUMBER)
-    sign, whole, frac = (parts.struct.field(n) for n in ("1", "2", "3"))
-    frac = frac.fill_null("").str.strip_chars_end("0")
+    sign, whole_raw, frac_raw = (parts.struct.field(n) for n in ("1", "2", "3"))
+    frac_raw = frac_raw.fill_null("")
+    whole = whole_raw.str.strip_chars_start("0")  # zero padding is not precision
+    frac = frac_raw.str.strip_chars_end("0")
     ok = (
-        parts.struct.field("1").is_not_null()
-        & ((whole.str.len_chars() > 0) | (frac.str.len_chars() > 0))
+        sign.is_not_null()
+        & ((whole_raw.str.len_chars() > 0) | (frac_raw.str.len_chars() > 0))
         & (frac.str.len_chars() <= exponent)
         & (whole.str.len_chars() <= _MAX_INT_DIGITS)
     )
@@ -68,14 +71,17 @@ def format_minor(minor: int, currency: str) -> str:
     return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
 
 
+_PLAIN = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+_GROUPED_RE = re.compile(_GROUPED)
+
+
 def decimal_or_none(text: str) -> Decimal | None:
-    """Lenient exact parse for control totals; ``None`` when not a number."""
-    t = text.strip().replace(",", "")
-    try:
-        d = Decimal(t)
-    except ArithmeticError:
-        return None
-    return d if d.is_finite() else None
+    """Exact parse of a plain decimal for control totals (``1,234.50`` grouping allowed);
+    ``None`` for anything else, exponents and ``1_000`` included."""
+    t = text.strip()
+    if _GROUPED_RE.match(t):
+        t = t.replace(",", "")
+    return Decimal(t) if _PLAIN.match(t) else None
 
 
 def format_minor_expr(minor: pl.Expr, exponent: pl.Expr) -> pl.Expr:

@@ -21,8 +21,8 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def write_frame(df: pl.DataFrame, base: Path) -> None:
     """``base.csv`` for people (formula-safe) and ``base.parquet`` for machines."""
-    _atomic_write(base.with_suffix(".csv"), lambda p: neutralise_frame(df).write_csv(p))
-    _atomic_write(base.with_suffix(".parquet"), lambda p: df.write_parquet(p))
+    _atomic_write(base.with_name(base.name + ".csv"), lambda p: neutralise_frame(df).write_csv(p))
+    _atomic_write(base.with_name(base.name + ".parquet"), lambda p: df.write_parquet(p))
 
 
 def write_outputs(

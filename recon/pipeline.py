@@ -71,6 +71,18 @@ def _check_accounting(bill: ParsedBill, ledger: LedgerDay, counts: dict[str, int
         )
 
 
+def _check_bill_day(bill: ParsedBill, day: dt.date) -> None:
+    """A bill none of whose rows falls on the day is the wrong bill: every row would
+    be a false break. (A few rows across midnight are normal and are reconciled.)"""
+    dates = bill.rows.get_column("business_date")
+    if dates.len() and not (dates == day).any():
+        raise InputError(
+            bill.path,
+            f"no row of this bill falls on {day} (its rows run from {dates.min()} to "
+            f"{dates.max()}): wrong bill or wrong --date",
+        )
+
+
 def quarantine_of(bill: ParsedBill, ledger: LedgerDay) -> pl.DataFrame:
     return pl.concat(
         [
@@ -113,6 +125,7 @@ def reconcile_parsed(
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
     bill_path = bill.path
+    _check_bill_day(bill, day)
     ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
     log.info("ledger: %d rows for %s %s", ledger.rows.height, channel.name, day)
     result = diff(ledger.rows, bill_side(bill.rows), channel.settled_statuses)

@@ -59,13 +59,14 @@ EXTRA_SECTIONS: frozenset[str] = frozenset({"sftp", "schedule", "ledger"})
 
 
 def _take(table: dict[str, Any], key: str, where: str, kind: type, default: Any = ...) -> Any:
+    name = f"{where}.{key}" if where else key
     if key not in table:
         if default is ...:
-            raise ConfigError(f"{where}.{key}: required key is missing")
+            raise ConfigError(f"{name}: required key is missing")
         return default
     value = table.pop(key)
     if not isinstance(value, kind):
-        raise ConfigError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
     return value
 
 
@@ -84,7 +85,7 @@ def _channel(name: str, raw: dict[str, Any], where: str) -> Channel:
     tz = _take(t, "timezone", where, str)
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Asia" is a folder, not a zone
         raise ConfigError(f"{where}.timezone: unknown time zone {tz!r}") from None
     currency = _take(t, "currency", where, str, "CNY")
     if currency not in CURRENCY_EXPONENTS:
@@ -128,7 +129,7 @@ def load_rules(path: Path | None = None) -> Rules:
         raise ConfigError(f"{path}: cannot read rules: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    defaults = dict(_take(raw, "defaults", "defaults", dict, {}))
+    defaults = dict(_take(raw, "defaults", "", dict, {}))
     base = path.resolve().parent.parent  # relative paths are relative to the repo root
     store, archive, work = (
         base / _take(defaults, key, "defaults", str, default)
@@ -139,7 +140,7 @@ def load_rules(path: Path | None = None) -> Rules:
         )
     )
     _no_leftovers(defaults, "defaults")
-    chans = _take(raw, "channels", "channels", dict)
+    chans = _take(raw, "channels", "", dict)
     _no_leftovers(raw, str(path))
     channels = {}
     for name, table in chans.items():

@@ -42,6 +42,7 @@ def build_summary(
             "rows_read": bill.rows_read,
             "rows_parsed": bill.rows.height,
             "rows_quarantined": bill.quarantine.height,
+            "rows_on_other_days": bill.rows.filter(pl.col("business_date") != day).height,
             "control_totals": [
                 {"name": t.name, "bill": str(t.expected), "rows": str(t.actual)}
                 for t in bill.totals

@@ -84,3 +84,21 @@ def test_amount_mismatch_shows_both_values_in_major_units(
         # the generator adds one fen on the ledger side
         assert Decimal(ledger_value) - Decimal(channel_value) == Decimal("0.01")
         assert re.fullmatch(r"\d+\.\d{2}", channel_value)
+
+
+def test_a_bill_of_another_day_is_rejected_not_turned_into_breaks(
+    day_files: tuple[dict[str, Path], dict[str, Expected]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    paths, _ = day_files
+    code = main(
+        [
+            "run", "--channel", "wechatpay", "--date", "2024-03-05", "--bill", str(paths["wechatpay"]),
+            "--ledger", str(paths["ledger"]), "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s.duckdb"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no row of this bill falls on 2024-03-05" in err
+    assert not (tmp_path / "o").exists()
