@@ -76,10 +76,11 @@ def _check_bill_day(bill: ParsedBill, day: dt.date) -> None:
     be a false break. (A few rows across midnight are normal and are reconciled.)"""
     dates = bill.rows.get_column("business_date")
     if dates.len() and not (dates == day).any():
+        first, last = str(dates.min()), str(dates.max())
         raise InputError(
             bill.path,
-            f"no row of this bill falls on {day} (its rows run from {dates.min()} to "
-            f"{dates.max()}): wrong bill or wrong --date",
+            f"no row of this bill falls on {day} (its rows run from {first} to {last}): "
+            "wrong bill or wrong --date",
         )
 
 
