@@ -1,17 +1,20 @@
-"""The nightly DAGs under real Airflow (dag.test()) against a real SFTP server.
+"""The nightly DAGs under real Airflow (dag.test()) against a real OpenSSH sshd.
 
-Bills come from the embedded channel simulator (paramiko's server side, real
-SFTP on 127.0.0.1); the Airflow metadata DB is a SQLite file in a temp dir.
+The sshd runs on 127.0.0.1 with a temporary host key and client key
+(tests/sshd.py); bills are written into the directories it serves, on time or
+late from a timer thread. The Airflow metadata DB is a SQLite file in a temp dir.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +23,31 @@ from typing import Any
 import duckdb
 import pytest
 
-from data.demo_nightly import REPO, airflow_env, connection_env, tries
+from data.demo_nightly import REPO, airflow_env, tries
 from data.generate import alipay_bill, alipay_zip, generate, wechat_bill, write_ledger
-from data.sftp_simulator import ChannelSimulator, SimulatorAddress
+from tests.sshd import SSHD, SshServer, start_sshd
 
-pytestmark = pytest.mark.airflow
+pytestmark = [
+    pytest.mark.airflow,
+    pytest.mark.sshd,
+    pytest.mark.skipif(
+        not SSHD.exists(), reason="needs OpenSSH sshd (apt-get install openssh-server)"
+    ),
+]
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = (NOW.astimezone(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)).date()
-PASSWORD = "s3cret-for-tests"
 
 
 @dataclass
 class Env:
     root: Path
-    served: Path
-    address: SimulatorAddress
-    simulator: ChannelSimulator
+    sshd: SshServer
+    timers: list[threading.Timer]
+
+    @property
+    def served(self) -> Path:
+        return self.sshd.root / "bills"
 
     def rules(
         self, *, first_delay: str = "1s", multiplier: float = 2.0, deadline: str = "2m"
@@ -47,34 +58,57 @@ class Env:
         text = re.sub(r"multiplier = [0-9.]+", f"multiplier = {multiplier}", text)
         text = re.sub(r'deadline = "[^"]+"', f'deadline = "{deadline}"', text)
         text = text.replace('"var/demo/', f'"{self.root}/')
+        text = text.replace('remote_dir = "/bills/', f'remote_dir = "{self.served}/')
         path = self.root / f"rules_{first_delay}_{multiplier}_{deadline}.toml"
         path.write_text(text, "utf-8")
         os.environ["RECON_RULES"] = str(path)
         return path
 
     def connect(self, host_key: str | None = None) -> None:
-        key = host_key or self.address.host_key_line.split(maxsplit=1)[1]
+        """The Airflow connections, given through AIRFLOW_CONN_<ID> as in production."""
+        e = self.sshd.endpoint
+        extra = {"key_file": str(e.key_file), "host_key": host_key or self.sshd.host_key_line}
         for conn_id in ("sftp_wechatpay", "sftp_alipay"):
-            a = self.address
-            connection_env(conn_id, a.host, a.port, a.username, PASSWORD, key)
+            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+                {
+                    "conn_type": "sftp",
+                    "host": e.host,
+                    "port": e.port,
+                    "login": e.username,
+                    "extra": extra,
+                }
+            )
+
+    def deliver(self, data: bytes, name: str, after: float) -> None:
+        """Put a file on the server whole (write aside, then rename), now or later."""
+        dest = self.served / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+
+        def land() -> None:
+            tmp = dest.with_name("." + dest.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+
+        if after <= 0:
+            land()
+            return
+        timer = threading.Timer(after, land)
+        timer.daemon = True
+        timer.start()
+        self.timers.append(timer)
 
     def publish(self, channel: str, *, after: float = 0.0) -> None:
         day = generate(DAY, 120, seed=3)
         ledger = self.root / "ledger" / f"ledger_{DAY:%Y%m%d}.csv"
         ledger.parent.mkdir(exist_ok=True)
         write_ledger(day.ledger, ledger)
-        staged = self.root / "staged"
-        staged.mkdir(exist_ok=True)
         if channel == "wechatpay":
-            name = f"bills/wechatpay/wechatpay_{DAY:%Y%m%d}_ALL.csv"
-            (staged / "wx").write_text(wechat_bill(day.bills["wechatpay"]), "utf-8")
-            self.simulator.publish(staged / "wx", name, after=after)
+            bill = wechat_bill(day.bills["wechatpay"]).encode("utf-8")
+            self.deliver(bill, f"wechatpay/wechatpay_{DAY:%Y%m%d}_ALL.csv", after)
         else:
-            name = f"bills/alipay/alipay_{DAY:%Y%m%d}.csv.zip"
-            (staged / "ali").write_bytes(alipay_zip(alipay_bill(day.bills["alipay"], DAY), DAY))
-            (staged / "ok").write_bytes(b"")
-            self.simulator.publish(staged / "ali", name, after=after)
-            self.simulator.publish(staged / "ok", name + ".ok", after=after + 0.2)
+            name = f"alipay/alipay_{DAY:%Y%m%d}.csv.zip"
+            self.deliver(alipay_zip(alipay_bill(day.bills["alipay"], DAY), DAY), name, after)
+            self.deliver(b"", name + ".ok", after + 0.2)  # the marker comes last
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +119,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from airflow.utils import db
 
     db.initdb()
-    served = root / "served"
-    served.mkdir()
-    simulator = ChannelSimulator(served, password=PASSWORD)
-    with simulator as address:
-        e = Env(root, served, address, simulator)
+    (root / "sshd").mkdir()
+    server = start_sshd(root / "sshd")
+    e = Env(root, server, [])
+    try:
         e.connect()
         yield e
-    os.environ.clear()
-    os.environ.update(saved)
+    finally:
+        for t in e.timers:
+            t.cancel()
+        server.stop()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def run(dag_id: str, **conf: Any) -> Any:
@@ -221,13 +258,9 @@ def test_bill_that_never_comes_goes_to_manual_handling_with_an_alert(env: Env) -
 
 
 def test_wrong_host_key_fails_at_once_without_retry(env: Env) -> None:
-    import paramiko
-
-    from data.sftp_simulator import generate_ed25519_key
-
     env.rules(first_delay="1s")
-    impostor: paramiko.PKey = generate_ed25519_key()
-    env.connect(host_key=f"{impostor.get_name()} {impostor.get_base64()}")
+    impostor = env.sshd.keygen(env.root / "impostor").split()
+    env.connect(host_key=f"{impostor[0]} {impostor[1]}")
     try:
         dag_run = run("recon_alipay", business_date="2024-01-05")
     finally:
