@@ -69,7 +69,74 @@ MIGRATIONS: list[str] = [
       message VARCHAR NOT NULL
     );
     """,
+    # 3: the break lifecycle (差错处理): one row per break with a stable identity across
+    # runs, and an append-only audit log of every state change.
+    """
+    CREATE SEQUENCE break_seq START 1;
+    CREATE SEQUENCE audit_seq START 1;
+    CREATE TABLE break_items (
+      break_id BIGINT PRIMARY KEY DEFAULT nextval('break_seq'),
+      channel VARCHAR NOT NULL,
+      txn_type VARCHAR NOT NULL,
+      merchant_order_id VARCHAR NOT NULL,
+      merchant_refund_id VARCHAR NOT NULL,
+      kind VARCHAR NOT NULL,
+      field VARCHAR NOT NULL DEFAULT '',
+      occurrence INTEGER NOT NULL DEFAULT 1,
+      business_date DATE NOT NULL,
+      state VARCHAR NOT NULL,
+      reason_code VARCHAR NOT NULL DEFAULT '',
+      amount_minor BIGINT,
+      currency VARCHAR,
+      amount VARCHAR,
+      ledger_value VARCHAR,
+      channel_value VARCHAR,
+      channel_txn_id VARCHAR,
+      first_seen DATE NOT NULL,
+      last_seen DATE NOT NULL,
+      bill_file VARCHAR, bill_sha256 VARCHAR, bill_line BIGINT,
+      ledger_file VARCHAR, ledger_sha256 VARCHAR, ledger_row BIGINT,
+      assignee VARCHAR,
+      resolution VARCHAR,
+      evidence VARCHAR,
+      requery_status VARCHAR,
+      requery_note VARCHAR,
+      updated_at TIMESTAMPTZ NOT NULL,
+      UNIQUE (channel, txn_type, merchant_order_id, merchant_refund_id, kind, field, occurrence)
+    );
+    CREATE TABLE audit_log (
+      seq BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+      logged_at TIMESTAMPTZ NOT NULL,
+      actor VARCHAR NOT NULL,
+      break_id BIGINT NOT NULL,
+      action VARCHAR NOT NULL,
+      from_state VARCHAR,
+      to_state VARCHAR,
+      note VARCHAR
+    );
+    CREATE TABLE break_comments (
+      logged_at TIMESTAMPTZ NOT NULL,
+      actor VARCHAR NOT NULL,
+      break_id BIGINT NOT NULL,
+      body VARCHAR NOT NULL
+    );
+    -- Every row of every day's bill, for checks that look across days (duplicates,
+    -- refunds against earlier payments); replaced per channel-day like the queues.
+    CREATE TABLE bill_rows (
+      channel VARCHAR NOT NULL,
+      business_date DATE NOT NULL,
+      txn_type VARCHAR, merchant_order_id VARCHAR, merchant_refund_id VARCHAR,
+      channel_txn_id VARCHAR, amount_minor BIGINT, fee_minor BIGINT, currency VARCHAR,
+      status VARCHAR, trade_time TIMESTAMPTZ, source_file VARCHAR, source_line BIGINT
+    );
+    CREATE VIEW breaks AS
+      SELECT *, (current_date - first_seen) AS age_days
+      FROM break_items;
+    """,
 ]
+
+BREAK_STATES = ("open", "pending_timing", "auto_resolved", "resolved", "written_off")
+CLOSED_STATES = ("auto_resolved", "resolved", "written_off")
 
 _ITEM_COLUMNS = [
     "txn_type", "merchant_order_id", "merchant_refund_id", "channel_txn_id", "amount_minor",

@@ -37,16 +37,20 @@ def day_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "created_at": "2024-03-01T12:00:00",
         }
     )
-    return write_day(day, DAY, tmp_path_factory.mktemp("day"))
+    files = write_day(day, DAY, tmp_path_factory.mktemp("day"))
+    # The next day has its own bill: a bill is rejected on a day none of its rows fall on.
+    following = write_day(generate(NEXT, 30, seed=4), NEXT, tmp_path_factory.mktemp("next"))
+    return files | {f"{k}@next": v for k, v in following.items()}
 
 
 def run(
     files: dict[str, Path], db: Path, out: Path, day: dt.date = DAY, channel: str = "wechatpay"
 ) -> int:
+    at = "@next" if day == NEXT else ""
     return main(
         [
-            "run", "--channel", channel, "--date", day.isoformat(), "--bill", str(files[channel]),
-            "--ledger", str(files["ledger"]), "--out", str(out), "--store", str(db),
+            "run", "--channel", channel, "--date", day.isoformat(), "--bill", str(files[channel + at]),
+            "--ledger", str(files["ledger" + at]), "--out", str(out), "--store", str(db),
         ]
     )  # fmt: skip
 
