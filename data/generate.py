@@ -119,7 +119,7 @@ def _txns(rng: random.Random, channel: str, day: dt.date, n: int) -> list[Txn]:
             else f"2024{rng.randrange(10**24):024d}"
         )
         out.append(Txn(channel, "payment", oid, "", txn_id, "", amount, t))
-        if i % 11 == 0 and t.hour < 20:  # partial refunds, later the same day
+        if i % 11 == 0 and t.hour < 20 and amount >= 3:  # partial refunds, never more than paid
             for r in range(1 + (i % 2)):
                 rt = t + dt.timedelta(minutes=30 + r)
                 out.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,82 @@ class LedgerRules:
     def for_day(self, day: dt.date, base: Path) -> Path:
         p = Path(self.path.format(date=day))
         return p if p.is_absolute() else base / p
+
+
+@dataclass(frozen=True)
+class BreakRules:
+    """How breaks of a channel age.
+
+    A missing item whose time falls within ``timing_window`` before the day's
+    cut-off (local midnight) is a likely timing difference: it waits as
+    pending_timing for up to ``timing_days`` following bills (T+1..T+N) before it
+    becomes open.
+    """
+
+    timing_window: dt.timedelta = dt.timedelta(minutes=15)
+    timing_days: int = 1
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> BreakRules:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _check_keys(table, {"timing_window", "timing_days"}, set(), where)
+        days = table.get("timing_days", 1)
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 31:
+            raise ConfigError(f"{where}.timing_days: expected a whole number 0..31, got {days!r}")
+        window = table.get("timing_window")
+        return cls(
+            timing_window=duration(window, f"{where}.timing_window")
+            if window
+            else cls.timing_window,
+            timing_days=days,
+        )
+
+
+ROUNDINGS = ("half_up", "half_even", "down", "up")
+
+
+@dataclass(frozen=True)
+class FeeRules:
+    """The channel's fee schedule: fee = max(min_fee, round(amount * rate)) on payments;
+    refunds give back round(refund * rate) when ``refund_fee`` is "proportional"."""
+
+    rate: Decimal
+    rounding: str = "half_up"
+    min_fee: Decimal = Decimal(0)
+    refund_fee: str = "proportional"
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> FeeRules:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _check_keys(table, {"rate", "rounding", "min_fee", "refund_fee"}, {"rate"}, where)
+
+        def dec(key: str, default: str) -> Decimal:
+            raw = table.get(key, default)
+            if not isinstance(raw, str):
+                raise ConfigError(
+                    f'{where}.{key}: write decimals as strings ("0.006"), got {raw!r}'
+                )
+            try:
+                value = Decimal(raw)
+            except ArithmeticError:
+                raise ConfigError(f"{where}.{key}: not a decimal: {raw!r}") from None
+            if not value.is_finite() or value < 0:
+                raise ConfigError(f"{where}.{key}: expected a non-negative decimal, got {raw!r}")
+            return value
+
+        rounding = table.get("rounding", "half_up")
+        if rounding not in ROUNDINGS:
+            raise ConfigError(
+                f"{where}.rounding: expected one of {', '.join(ROUNDINGS)}, got {rounding!r}"
+            )
+        refund_fee = table.get("refund_fee", "proportional")
+        if refund_fee not in ("proportional", "none"):
+            raise ConfigError(
+                f"{where}.refund_fee: expected proportional or none, got {refund_fee!r}"
+            )
+        rate = dec("rate", "0")
+        if rate >= 1:
+            raise ConfigError(f"{where}.rate: a rate is a fraction (0.006 for 0.6%), got {rate}")
+        return cls(rate=rate, rounding=rounding, min_fee=dec("min_fee", "0"), refund_fee=refund_fee)

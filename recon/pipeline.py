@@ -13,11 +13,13 @@ from typing import Any
 import polars as pl
 
 from parsers import ParseContext, ParsedBill, get_parser
+from recon.breaks import update_breaks
 from recon.engine import diff
 from recon.errors import InputError
 from recon.ledger import LedgerDay, load_ledger_day
 from recon.outputs import write_outputs
 from recon.queues import Queues, build_queues
+from recon.requery import ChannelQuery
 from recon.rules import Channel, Rules
 from recon.sides import bill_side
 from recon.store import open_store, record_run
@@ -102,13 +104,14 @@ def reconcile_day(
     out_dir: Path,
     *,
     store_path: Path | None = None,
+    requery: ChannelQuery | None = None,
 ) -> RunResult:
     channel = rules.channel(channel_name)
     log.info("parse %s bill %s", channel.name, bill_path)
     bill = parse_bill(channel, bill_path)
     log.info("parsed %d rows (%d quarantined)", bill.rows.height, bill.quarantine.height)
     return reconcile_parsed(
-        rules, channel_name, day, bill, ledger_path, out_dir, store_path=store_path
+        rules, channel_name, day, bill, ledger_path, out_dir, store_path=store_path, requery=requery
     )
 
 
@@ -121,6 +124,7 @@ def reconcile_parsed(
     out_dir: Path,
     *,
     store_path: Path | None = None,
+    requery: ChannelQuery | None = None,
 ) -> RunResult:
     """Reconcile an already parsed (and proven) bill against the ledger's day."""
     started = dt.datetime.now(dt.UTC)
@@ -143,9 +147,17 @@ def reconcile_parsed(
     }
     summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
     summary["exit_code"] = exit_code
-    write_outputs(out_dir, queues, quarantine, summary)
     run_id = uuid.uuid4().hex
     with open_store(store_path or rules.store) as con:
+        con.execute("BEGIN")
+        try:
+            update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        summary["breaks"] = update.as_dict()
+        write_outputs(out_dir, queues, quarantine, summary)
         record_run(
             con,
             run_id=run_id,

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recon.acquire_config import SftpRules
-from recon.channel_config import LedgerRules, ScheduleRules
+from recon.channel_config import BreakRules, FeeRules, LedgerRules, ScheduleRules
 from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import ConfigError
 
@@ -32,6 +32,8 @@ class Channel:
     sftp: SftpRules | None = None  # where the nightly fetch finds the bill
     schedule: ScheduleRules | None = None  # when it is expected, how long to wait
     ledger: LedgerRules | None = None  # where the day's ledger export is
+    breaks: BreakRules = field(default_factory=BreakRules)  # timing window, T+N
+    fees: FeeRules | None = None  # the fee schedule, when fees are checked
 
     @property
     def tz(self) -> ZoneInfo:
@@ -55,7 +57,7 @@ class Rules:
 
 
 # Sections that other modules validate themselves (acquisition, schedule...).
-EXTRA_SECTIONS: frozenset[str] = frozenset({"sftp", "schedule", "ledger"})
+EXTRA_SECTIONS: frozenset[str] = frozenset({"sftp", "schedule", "ledger", "breaks", "fees"})
 
 
 def _take(table: dict[str, Any], key: str, where: str, kind: type, default: Any = ...) -> Any:
@@ -118,6 +120,12 @@ def _channel(name: str, raw: dict[str, Any], where: str) -> Channel:
             if "ledger" in extra
             else None
         ),
+        breaks=(
+            BreakRules.from_table(extra["breaks"], f"{where}.breaks")
+            if "breaks" in extra
+            else BreakRules()
+        ),
+        fees=FeeRules.from_table(extra["fees"], f"{where}.fees") if "fees" in extra else None,
     )
 
 

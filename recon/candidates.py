@@ -1,0 +1,269 @@
+"""Today's break candidates for one channel-day, classified, before the store sees them.
+
+From the day's diff: local_missing (or duplicate_payment / duplicate_refund when
+the channel billed the key twice, in one bill or across bills), channel_missing,
+field_mismatch per field (amounts classified as partial or over-payment), and
+from the bill alone: fee_mismatch against the rate schedule and
+refund_exceeds_payment when the refunds of an order pass what was paid.
+Missing items within the timing window before the cut-off start as
+pending_timing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from recon.channel_config import FeeRules
+from recon.engine import DiffResult
+from recon.money import format_minor_expr
+from recon.queues import Queues
+from recon.rules import Channel
+
+KEY = ["txn_type", "merchant_order_id", "merchant_refund_id"]
+CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    "txn_type": pl.String(),
+    "merchant_order_id": pl.String(),
+    "merchant_refund_id": pl.String(),
+    "kind": pl.String(),
+    "field": pl.String(),
+    "occurrence": pl.Int64(),
+    "state": pl.String(),
+    "reason_code": pl.String(),
+    "amount_minor": pl.Int64(),
+    "currency": pl.String(),
+    "amount": pl.String(),
+    "ledger_value": pl.String(),
+    "channel_value": pl.String(),
+    "channel_txn_id": pl.String(),
+    "bill_file": pl.String(),
+    "bill_line": pl.Int64(),
+    "ledger_file": pl.String(),
+    "ledger_row": pl.Int64(),
+}
+
+
+def cutoff(channel: Channel, day: dt.date) -> dt.datetime:
+    """The end of the business day: local midnight after it, in UTC."""
+    local = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), ZoneInfo(channel.timezone))
+    return local.astimezone(dt.UTC)
+
+
+def _finish(df: pl.DataFrame) -> pl.DataFrame:
+    missing = {c: t for c, t in CANDIDATE_SCHEMA.items() if c not in df.columns}
+    df = df.with_columns(pl.lit(None, t).alias(c) for c, t in missing.items())
+    return df.select(pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items())
+
+
+def _occurrence(df: pl.DataFrame, order_by: str, extra: list[str] | None = None) -> pl.DataFrame:
+    """nth unmatched copy of a key (duplicates keep distinct identities)."""
+    keys = KEY + (extra or [])
+    return df.sort(order_by).with_columns(
+        (pl.int_range(pl.len()).over(keys) + 1).cast(pl.Int64).alias("occurrence")
+    )
+
+
+def _timing(time_col: str, channel: Channel, day: dt.date) -> tuple[pl.Expr, pl.Expr]:
+    near = pl.col(time_col) >= (cutoff(channel, day) - channel.breaks.timing_window)
+    state = pl.when(near).then(pl.lit("pending_timing")).otherwise(pl.lit("open"))
+    reason = pl.when(near).then(pl.lit("TIMING_CUTOFF")).otherwise(pl.lit(""))
+    return state, reason
+
+
+def local_missing(
+    result: DiffResult,
+    bill_rows: pl.DataFrame,
+    history_keys: pl.DataFrame,
+    channel: Channel,
+    day: dt.date,
+) -> pl.DataFrame:
+    lm = result.outcome("local_missing")
+    times = bill_rows.select(pl.col("source_line").alias("bill_line"), "trade_time")
+    copies = bill_rows.group_by(KEY).len("copies_today")
+    df = (
+        lm.join(times, on="bill_line", how="left")
+        .join(copies, on=KEY, how="left")
+        .join(history_keys.with_columns(pl.lit(True).alias("billed_before")), on=KEY, how="left")
+    )
+    state, reason = _timing("trade_time", channel, day)
+    dup = (pl.col("copies_today") > 1) | pl.col("billed_before").fill_null(False)
+    df = df.with_columns(
+        pl.when(dup)
+        .then(pl.concat_str(pl.lit("duplicate_"), pl.col("txn_type")))
+        .otherwise(pl.lit("local_missing"))
+        .alias("kind"),
+        pl.when(dup).then(pl.lit("open")).otherwise(state).alias("state"),
+        pl.when(pl.col("copies_today") > 1)
+        .then(pl.lit("DUPLICATE_IN_BILL"))
+        .when(dup)
+        .then(pl.lit("DUPLICATE_ACROSS_BILLS"))
+        .otherwise(reason)
+        .alias("reason_code"),
+    )
+    return _finish(
+        _side_values(df, "b_")
+        .with_columns(pl.lit("").alias("field"))
+        .pipe(_occurrence, "bill_line")
+    )
+
+
+def channel_missing(
+    result: DiffResult, ledger_rows: pl.DataFrame, channel: Channel, day: dt.date
+) -> pl.DataFrame:
+    cm = result.outcome("channel_missing")
+    times = ledger_rows.select(pl.col("origin_line").alias("ledger_row"), "created_at")
+    df = cm.join(times, on="ledger_row", how="left")
+    state, reason = _timing("created_at", channel, day)
+    df = df.with_columns(
+        pl.lit("channel_missing").alias("kind"), state.alias("state"), reason.alias("reason_code")
+    )
+    return _finish(
+        _side_values(df, "l_")
+        .with_columns(pl.lit("").alias("field"))
+        .pipe(_occurrence, "ledger_row")
+    )
+
+
+def _side_values(df: pl.DataFrame, p: str) -> pl.DataFrame:
+    return df.with_columns(
+        pl.col(f"{p}amount_minor").alias("amount_minor"),
+        pl.col(f"{p}currency").alias("currency"),
+        format_minor_expr(pl.col(f"{p}amount_minor"), pl.col(f"{p}exponent")).alias("amount"),
+        pl.col(f"{p}channel_txn_id").alias("channel_txn_id"),
+    )
+
+
+def field_mismatch(queues: Queues) -> pl.DataFrame:
+    fm = queues.field_mismatch
+    amount = pl.col("field") == "amount"
+    lower = pl.col("channel_value").cast(pl.Decimal(38, 3), strict=False) < pl.col(
+        "ledger_value"
+    ).cast(pl.Decimal(38, 3), strict=False)
+    reason = (
+        pl.when(amount & (pl.col("txn_type") == "payment") & lower)
+        .then(pl.lit("PARTIAL_PAYMENT"))
+        .when(amount & (pl.col("txn_type") == "payment"))
+        .then(pl.lit("OVERPAYMENT"))
+        .when(amount)
+        .then(pl.lit("REFUND_AMOUNT_DIFFERS"))
+        .otherwise(pl.concat_str(pl.col("field").str.to_uppercase(), pl.lit("_DIFFERS")))
+    )
+    df = fm.with_columns(
+        pl.lit("field_mismatch").alias("kind"),
+        pl.lit("open").alias("state"),
+        reason.alias("reason_code"),
+    )
+    return _finish(df.pipe(_occurrence, "bill_line", ["field"]))
+
+
+def _expected_fee(amount: pl.Expr, fees: FeeRules) -> pl.Expr:
+    """round(amount * rate) in integer arithmetic: rate = num / den exactly."""
+    num, den = fees.rate.as_integer_ratio()
+    scaled = amount * num
+    if fees.rounding == "down":
+        fee = scaled // den
+    elif fees.rounding == "up":
+        fee = -((-scaled) // den)
+    elif fees.rounding == "half_up":
+        fee = (2 * scaled + den) // (2 * den)
+    else:  # half_even
+        q, r = scaled // den, scaled % den
+        fee = pl.when((2 * r > den) | ((2 * r == den) & (q % 2 == 1))).then(q + 1).otherwise(q)
+    return fee
+
+
+def fee_mismatch(
+    bill_rows: pl.DataFrame, fees: FeeRules | None, min_fee_minor: int
+) -> pl.DataFrame:
+    if fees is None or bill_rows.height == 0:
+        return _finish(pl.DataFrame())
+    computed = _expected_fee(pl.col("amount_minor"), fees)
+    payment_fee = pl.max_horizontal(computed, pl.lit(min_fee_minor))
+    refund_fee = -computed if fees.refund_fee == "proportional" else pl.lit(0)
+    expected = pl.when(pl.col("txn_type") == "payment").then(payment_fee).otherwise(refund_fee)
+    exp = pl.lit(2, pl.Int64)  # fees are in the bill's currency; CNY bills have 2 decimals
+    df = bill_rows.with_columns(expected.alias("expected_fee")).filter(
+        pl.col("fee_minor") != pl.col("expected_fee")
+    )
+    df = df.with_columns(
+        pl.lit("fee_mismatch").alias("kind"),
+        pl.lit("fee").alias("field"),
+        pl.lit("open").alias("state"),
+        pl.lit("FEE_RATE").alias("reason_code"),
+        format_minor_expr(pl.col("amount_minor"), exp).alias("amount"),
+        format_minor_expr(pl.col("expected_fee"), exp).alias("ledger_value"),
+        format_minor_expr(pl.col("fee_minor"), exp).alias("channel_value"),
+        pl.col("source_file").alias("bill_file"),
+        pl.col("source_line").alias("bill_line"),
+    )
+    return _finish(df.pipe(_occurrence, "bill_line"))
+
+
+def refund_exceeds_payment(today: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """Orders refunded today whose refunds, over every bill so far, pass what was paid."""
+    allrows = pl.concat([history, today.select(history.columns)])
+    orders = today.filter(pl.col("txn_type") == "refund").select("merchant_order_id").unique()
+    paid = (
+        allrows.filter(pl.col("txn_type") == "payment")
+        .group_by("merchant_order_id")
+        .agg(pl.col("amount_minor").sum().alias("paid"))
+    )
+    refunded = (
+        allrows.filter(pl.col("txn_type") == "refund")
+        .group_by("merchant_order_id")
+        .agg(pl.col("amount_minor").sum().alias("refunded"))
+    )
+    last = (
+        today.filter(pl.col("txn_type") == "refund")
+        .sort("source_line")
+        .group_by("merchant_order_id")
+        .last()
+    )
+    df = (
+        orders.join(paid, on="merchant_order_id", how="inner")
+        .join(refunded, on="merchant_order_id")
+        .filter(pl.col("refunded") > pl.col("paid"))
+        .join(last, on="merchant_order_id")
+    )
+    exp = pl.lit(2, pl.Int64)
+    df = df.with_columns(
+        pl.lit("refund_exceeds_payment").alias("kind"),
+        pl.lit("").alias("field"),
+        pl.lit("open").alias("state"),
+        pl.lit("REFUNDS_EXCEED_PAYMENT").alias("reason_code"),
+        (pl.col("refunded") - pl.col("paid")).alias("amount_minor"),
+        format_minor_expr(pl.col("refunded") - pl.col("paid"), exp).alias("amount"),
+        format_minor_expr(pl.col("paid"), exp).alias("ledger_value"),
+        format_minor_expr(pl.col("refunded"), exp).alias("channel_value"),
+        pl.col("source_file").alias("bill_file"),
+        pl.col("source_line").alias("bill_line"),
+        pl.lit(1, pl.Int64).alias("occurrence"),
+    )
+    return _finish(df)
+
+
+def mark_partial_refunds(cands: pl.DataFrame, bill_rows: pl.DataFrame) -> pl.DataFrame:
+    """Refund breaks of orders refunded more than once today carry PARTIAL_REFUNDS."""
+    several = (
+        bill_rows.filter(pl.col("txn_type") == "refund")
+        .group_by("merchant_order_id")
+        .len("n")
+        .filter(pl.col("n") > 1)
+        .select("merchant_order_id", pl.lit(True).alias("_several"))
+    )
+    return (
+        cands.join(several, on="merchant_order_id", how="left")
+        .with_columns(
+            pl.when(
+                pl.col("_several").fill_null(False)
+                & (pl.col("txn_type") == "refund")
+                & (pl.col("reason_code") == "")
+            )
+            .then(pl.lit("PARTIAL_REFUNDS"))
+            .otherwise(pl.col("reason_code"))
+            .alias("reason_code")
+        )
+        .drop("_several")
+    )
