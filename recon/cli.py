@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from recon import cli_breaks
 from recon.errors import ConfigError, FetchError, InputError
 from recon.pipeline import EXIT_BREAKS, EXIT_CLEAN, EXIT_ERROR, parse_bill, reconcile_day
 from recon.rules import load_rules
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ledger", required=True, type=Path, help="ledger export, CSV or Parquet")
     run.add_argument("--out", required=True, type=Path, help="output directory")
     run.add_argument("--store", type=Path, help="DuckDB store (default: from rules)")
+    run.add_argument(
+        "--requery-answers",
+        type=Path,
+        help="JSON answers of the channel re-query simulator (recon.requery.SimulatedChannel)",
+    )
 
     night = sub.add_parser(
         "nightly",
@@ -64,14 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     parse.add_argument(
         "--no-totals", action="store_true", help="skip the control-totals check (excerpts)"
     )
+    cli_breaks.register(sub)
     return ap
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     rules = load_rules(args.rules)
+    from recon.requery import SimulatedChannel
+
+    requery = SimulatedChannel.from_file(args.requery_answers) if args.requery_answers else None
     result = reconcile_day(
-        rules, args.channel, args.date, args.bill, args.ledger, args.out, store_path=args.store
-    )
+        rules, args.channel, args.date, args.bill, args.ledger, args.out,
+        store_path=args.store, requery=requery,
+    )  # fmt: skip
     _print_run(result.summary, args.out)
     return result.exit_code
 
@@ -128,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         commands = {"run": _cmd_run, "nightly": _cmd_nightly, "parse": _cmd_parse}
+        commands["breaks"] = cli_breaks.run
         return commands[args.command](args)
     except (InputError, ConfigError, FetchError) as exc:
         print(f"recon: error: {exc}", file=sys.stderr)

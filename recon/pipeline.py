@@ -22,7 +22,7 @@ from recon.queues import Queues, build_queues
 from recon.requery import ChannelQuery
 from recon.rules import Channel, Rules
 from recon.sides import bill_side
-from recon.store import open_store, record_run
+from recon.store import open_store, record_run, transaction
 from recon.summary import build_summary
 
 log = logging.getLogger("recon.pipeline")
@@ -132,7 +132,10 @@ def reconcile_parsed(
     bill_path = bill.path
     _check_bill_day(bill, day)
     ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
-    log.info("ledger: %d rows for %s %s", ledger.rows.height, channel.name, day)
+    log.info(
+        "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
+        channel.name, day, ledger_path, ledger.rows_read, ledger.rows.height, ledger.quarantine.height,
+    )  # fmt: skip
     result = diff(ledger.rows, bill_side(bill.rows), channel.settled_statuses)
     _check_accounting(bill, ledger, result.counts)
     queues = build_queues(result, channel.name, day)
@@ -148,16 +151,11 @@ def reconcile_parsed(
     summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
     summary["exit_code"] = exit_code
     run_id = uuid.uuid4().hex
-    with open_store(store_path or rules.store) as con:
-        con.execute("BEGIN")
-        try:
-            update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+    log.info("%s %s: diff done, %s", channel.name, day, result.counts)
+    with open_store(store_path or rules.store) as con, transaction(con):
+        update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
         summary["breaks"] = update.as_dict()
-        write_outputs(out_dir, queues, quarantine, summary)
+        log.info("%s %s: breaks %s", channel.name, day, summary["breaks"])
         record_run(
             con,
             run_id=run_id,
@@ -170,6 +168,8 @@ def reconcile_parsed(
             queues=queues.items(),
             quarantine=quarantine,
         )
+    write_outputs(out_dir, queues, quarantine, summary)
+    log.info("%s %s: outputs in %s", channel.name, day, out_dir)
     summary["run_id"] = run_id
     return RunResult(exit_code=exit_code, summary=summary, out_dir=out_dir, queues=queues)
 

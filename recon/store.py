@@ -172,6 +172,17 @@ def _connect(path: Path, wait: float) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+@contextmanager
 def open_store(path: Path, wait: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(path, wait)
@@ -196,48 +207,43 @@ def record_run(
     queues: list[tuple[str, pl.DataFrame]],
     quarantine: pl.DataFrame,
 ) -> None:
-    """Record one run and make its queues the channel-day's current ones."""
-    con.execute("BEGIN")
-    try:
-        con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id, channel, day, started_at, dt.datetime.now(dt.UTC), exit_code,
-                files.get("bill_file"), files.get("bill_sha256"),
-                files.get("ledger_file"), files.get("ledger_sha256"),
-                json.dumps(summary, default=str),
-            ],
-        )  # fmt: skip
-        for table in ("queue_items", "quarantine"):
-            con.execute(
-                f"DELETE FROM {table} WHERE channel = ? AND business_date = ?", [channel, day]
-            )
-        for queue, df in queues:
-            items = df.with_columns(
-                *(pl.lit(None, pl.String).alias(c) for c in _ITEM_COLUMNS if c not in df.columns)
-            ).select(
-                pl.lit(run_id).alias("run_id"),
-                pl.lit(channel).alias("channel"),
-                pl.lit(day).alias("business_date"),
-                pl.lit(queue).alias("queue"),
-                *_ITEM_COLUMNS,
-            )
-            con.register("_items", items)
-            con.execute("INSERT INTO queue_items SELECT * FROM _items")
-            con.unregister("_items")
-        q = quarantine.select(
+    """Record one run and make its queues the channel-day's current ones.
+
+    The caller holds the transaction, so the run, its queues and its breaks land together.
+    """
+    con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id, channel, day, started_at, dt.datetime.now(dt.UTC), exit_code,
+            files.get("bill_file"), files.get("bill_sha256"),
+            files.get("ledger_file"), files.get("ledger_sha256"),
+            json.dumps(summary, default=str),
+        ],
+    )  # fmt: skip
+    for table in ("queue_items", "quarantine"):
+        con.execute(f"DELETE FROM {table} WHERE channel = ? AND business_date = ?", [channel, day])
+    for queue, df in queues:
+        items = df.with_columns(
+            *(pl.lit(None, pl.String).alias(c) for c in _ITEM_COLUMNS if c not in df.columns)
+        ).select(
             pl.lit(run_id).alias("run_id"),
             pl.lit(channel).alias("channel"),
             pl.lit(day).alias("business_date"),
-            "side", "source_file", "source_line", "column", "reason", "raw",
-        )  # fmt: skip
-        con.register("_q", q)
-        con.execute("INSERT INTO quarantine SELECT * FROM _q")
-        con.unregister("_q")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+            pl.lit(queue).alias("queue"),
+            *_ITEM_COLUMNS,
+        )
+        con.register("_items", items)
+        con.execute("INSERT INTO queue_items SELECT * FROM _items")
+        con.unregister("_items")
+    q = quarantine.select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(channel).alias("channel"),
+        pl.lit(day).alias("business_date"),
+        "side", "source_file", "source_line", "column", "reason", "raw",
+    )  # fmt: skip
+    con.register("_q", q)
+    con.execute("INSERT INTO quarantine SELECT * FROM _q")
+    con.unregister("_q")
 
 
 def set_day_state(

@@ -20,6 +20,25 @@ def amounts_by_currency(df: pl.DataFrame, column: str = "amount_minor") -> dict[
     return {c: format_minor(int(v), c) for c, v in sums.iter_rows()}
 
 
+def settlement(bill: ParsedBill) -> dict[str, dict[str, str]]:
+    """Per currency: gross payments, refunds, fees and what the merchant nets; the bill's own
+    summary totals have already been checked against the same rows (control totals)."""
+    rows = bill.rows
+    out: dict[str, dict[str, str]] = {}
+    for (currency,), part in rows.group_by("currency"):
+        pay = part.filter(pl.col("txn_type") == "payment")["amount_minor"].sum()
+        ref = part.filter(pl.col("txn_type") == "refund")["amount_minor"].sum()
+        fee = part["fee_minor"].sum()
+        c = str(currency)
+        out[c] = {
+            "gross": format_minor(int(pay), c),
+            "refunds": format_minor(int(ref), c),
+            "fees": format_minor(int(fee), c),
+            "net": format_minor(int(pay) - int(ref) - int(fee), c),
+        }
+    return dict(sorted(out.items()))
+
+
 def build_summary(
     channel: str,
     day: dt.date,
@@ -56,6 +75,7 @@ def build_summary(
             "rows_parsed": ledger.rows.height,
             "rows_quarantined": ledger.quarantine.height,
         },
+        "settlement": settlement(bill),
         "rows_read": bill.rows_read + ledger.rows_read,
         "matched": counts["matched"],
         "matched_with_differences": pairs.height,

@@ -217,3 +217,36 @@ def test_three_days_of_breaks(days: dict[dt.date, tuple[Path, Path]], tmp_path: 
     con.close()
     assert evidence is not None
     assert f"wechatpay_{D2:%Y%m%d}_ALL.csv" in str(evidence[0])
+
+
+def test_channel_requery_answer_is_recorded_on_the_break(
+    days: dict[dt.date, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        '{"wechatpay/payment/LOST/": {"status": "CLOSED", "note": "closed by the channel at 12:05"}}',
+        "utf-8",
+    )
+    store = tmp_path / "store.duckdb"
+    bill, led = days[D1]
+    code = main(
+        ["run", "--channel", "wechatpay", "--date", D1.isoformat(), "--bill", str(bill),
+         "--ledger", str(led), "--out", str(tmp_path / "o"), "--store", str(store),
+         "--requery-answers", str(answers)]
+    )  # fmt: skip
+    assert code == 1
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT merchant_order_id, reason_code, requery_status, requery_note FROM breaks "
+            "WHERE requery_status IS NOT NULL"
+        ).fetchall()
+        note = con.execute(
+            "SELECT note FROM audit_log JOIN break_items USING (break_id) "
+            "WHERE merchant_order_id = 'LOST'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert rows == [("LOST", "CHANNEL_CLOSED", "CLOSED", "closed by the channel at 12:05")]
+    assert note is not None
+    assert "re-query says CLOSED" in str(note[0])

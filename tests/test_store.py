@@ -13,7 +13,7 @@ import pytest
 import recon.store as store
 from data.generate import generate, write_day
 from recon.cli import main
-from recon.store import MIGRATIONS, day_state, open_store, record_run, set_day_state
+from recon.store import MIGRATIONS, day_state, open_store, record_run, set_day_state, transaction
 
 DAY = dt.date(2024, 3, 1)
 NEXT = dt.date(2024, 3, 2)
@@ -218,7 +218,12 @@ def test_a_failed_record_leaves_the_previous_queues(
     assert run(day_files, db, tmp_path / "out") == 1
     before = items(db, "wechatpay", DAY, with_run_id=True)
     bad_quarantine = pl.DataFrame({"source_file": ["x"]})  # lacks columns: fails after DELETE
-    with open_store(db) as con, pytest.raises(pl.exceptions.ColumnNotFoundError):
+    # The pipeline records a run inside one transaction with its breaks.
+    with (
+        open_store(db) as con,
+        pytest.raises(pl.exceptions.ColumnNotFoundError),
+        transaction(con),
+    ):
         record_run(
             con,
             run_id="broken",
