@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -180,9 +181,9 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
         ),
         (
             'NOTPAY = "PENDING"',
-            'NOTPAY = "PENDING"\n\n[channels.wechatpay.fees]\nrate = 1',
+            'NOTPAY = "PENDING"\n\n[channels.wechatpay.fess]\nrate = "0.006"',
             "channels.wechatpay",
-            "fees",
+            "fess",
         ),
         (
             'conn_id = "sftp_wechatpay"',
@@ -398,3 +399,29 @@ def test_ledger_rules_path_template(tmp_path: Path) -> None:
     )
     absolute = LedgerRules.from_table({"path": "/data/l_{date:%Y%m%d}.csv"}, "l")
     assert absolute.for_day(dt.date(2024, 3, 1), tmp_path) == Path("/data/l_20240301.csv")
+
+
+def test_fee_rules_are_strict(tmp_path: Path) -> None:
+    for table, expected in (
+        (
+            "[channels.wechatpay.fees]\nrate = 0.006",
+            "channels.wechatpay.fees.rate: write decimals as strings",
+        ),
+        (
+            '[channels.wechatpay.fees]\nrate = "6"',
+            "channels.wechatpay.fees.rate: a rate is a fraction",
+        ),
+        (
+            '[channels.wechatpay.fees]\nrate = "0.006"\nrounding = "nearest"',
+            "channels.wechatpay.fees.rounding",
+        ),
+        ("[channels.wechatpay.breaks]\ntiming_days = -1", "channels.wechatpay.breaks.timing_days"),
+        (
+            '[channels.wechatpay.breaks]\ntiming_windw = "5m"',
+            "channels.wechatpay.breaks: unknown key(s) timing_windw",
+        ),
+    ):
+        text = (REPO / "rules" / "channels.toml").read_text("utf-8")
+        text = re.sub(r"\[channels\.wechatpay\.(fees|breaks)\][^\[]*", "", text)
+        msg = config_error(tmp_path, text + "\n" + table + "\n")
+        assert msg.startswith(expected), msg
