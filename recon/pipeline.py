@@ -19,6 +19,7 @@ from recon.errors import InputError
 from recon.ledger import LedgerDay, load_ledger_day
 from recon.outputs import write_outputs
 from recon.queues import Queues, build_queues
+from recon.report_data import write_reports
 from recon.requery import ChannelQuery
 from recon.rules import Channel, Rules
 from recon.sides import bill_side
@@ -169,7 +170,10 @@ def reconcile_parsed(
             quarantine=quarantine,
         )
     write_outputs(out_dir, queues, quarantine, summary)
-    log.info("%s %s: outputs in %s", channel.name, day, out_dir)
+    write_reports(store_path or rules.store, channel.name, day, out_dir)
+    log.info(
+        "%s %s: queues, summary.json, report.html and queues.xlsx in %s", channel.name, day, out_dir
+    )
     summary["run_id"] = run_id
     return RunResult(exit_code=exit_code, summary=summary, out_dir=out_dir, queues=queues)
 
