@@ -142,6 +142,7 @@ def main() -> int:
         counts = ", ".join(f"{q} {v['count']}" for q, v in summary["queues"].items())
         print(f"{channel} {day}: matched {summary['matched']}, {counts}")
         print(f"  queues and summary.json: {out}")
+        print(f"  report: {out / 'report.html'}  workbook: {out / 'queues.xlsx'}")
     print(f"store: {rules.store}")
     return 0
 

@@ -23,10 +23,9 @@ from parsers.common import (
     ZIP_MAGIC,
     RowCheck,
     business_date,
-    decode,
     local_to_utc,
     read_bytes,
-    split_lines,
+    read_lines,
     split_quarantine,
 )
 from recon.currency import CURRENCY_EXPONENTS
@@ -83,8 +82,9 @@ class AlipayBillParser:
     name: ClassVar[str] = "alipay_detail"
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
-        source, text = _load(path)
-        lines = split_lines(text)
+        source, data = _load(path)
+        lines = read_lines(path, data)
+        del data
         header_line, columns = _header(source, lines)
         exponent = CURRENCY_EXPONENTS[ctx.default_currency]
         data = _fields(_data_lines(lines, header_line), columns)
@@ -109,13 +109,13 @@ class AlipayBillParser:
 # --- input: zip, gzip or bare CSV -------------------------------------------------------------
 
 
-def _load(path: Path) -> tuple[str, str]:
-    """(source_file, text): the CSV itself, or the detail entry of an Alipay zip."""
+def _load(path: Path) -> tuple[str, bytes]:
+    """(source_file, bytes): the CSV itself, or the detail entry of an Alipay zip."""
     data = read_bytes(path)
     if data[:4] != ZIP_MAGIC:
-        return str(path), decode(path, data)
+        return str(path), data
     entry, data = _zip_detail(path, data)
-    return f"{path}!{entry}", decode(path, data)
+    return f"{path}!{entry}", data
 
 
 def _zip_detail(path: Path, data: bytes) -> tuple[str, bytes]:
@@ -221,10 +221,13 @@ def _stage(data: pl.DataFrame, ctx: ParseContext, source: str, exponent: int) ->
     refund = pl.col(BIZ_TYPE) == REFUND
     fee = pl.col(FEE)
     times = [local_to_utc(pl.col(DONE_AT), f, ctx.timezone) for f in TIME_FORMATS]
-    # Lazy, so polars computes the subexpressions to_minor repeats once.
+    # The other formats only for the rows the first one (Alipay's own) does not read.
+    data = data.with_columns(_time=times[0])
+    if data.get_column("_time").null_count():
+        data = data.with_columns(_time=pl.coalesce(pl.col("_time"), *times[1:]))
     staged = data.lazy().with_columns(
         _amount=to_minor(pl.col(AMOUNT), exponent),  # signed as in the bill, for the checks
-        trade_time=pl.coalesce(times),
+        trade_time=pl.col("_time"),
     )
     return staged.with_columns(
         channel=pl.lit(ctx.channel),

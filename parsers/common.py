@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 from pathlib import Path
 
@@ -43,7 +44,29 @@ def decode(path: Path, data: bytes, encodings: tuple[str, ...] = ("utf-8-sig", "
 
 def split_lines(text: str) -> pl.DataFrame:
     """One row per physical line: ``line`` (1-based) and ``text`` (no line ending)."""
-    s = pl.Series("text", [text]).str.split("\n").explode()
+    return _lines(pl.Series("text", [text]))
+
+
+def read_lines(
+    path: Path, data: bytes, encodings: tuple[str, ...] = ("utf-8-sig", "gb18030")
+) -> pl.DataFrame:
+    """``split_lines(decode(path, data, encodings))``, faster for UTF-8: the bytes go to
+    polars as they are (validated there as strictly as Python's codec does) instead of
+    being decoded into a Python str and encoded back."""
+    if encodings and encodings[0] in ("utf-8-sig", "utf-8"):
+        sig = encodings[0] == "utf-8-sig" and data.startswith(codecs.BOM_UTF8)
+        body = memoryview(data)[len(codecs.BOM_UTF8) :] if sig else data
+        try:
+            text = pl.Series("text", [bytes(body)], dtype=pl.Binary).cast(pl.String)
+        except pl.exceptions.ComputeError:  # not UTF-8: try the encodings in order
+            pass
+        else:
+            return _lines(text)
+    return split_lines(decode(path, data, encodings))
+
+
+def _lines(text: pl.Series) -> pl.DataFrame:
+    s = text.rename("text").str.split("\n").explode()
     df = pl.DataFrame(s).with_columns(pl.col("text").str.strip_suffix("\r"))
     return df.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
 

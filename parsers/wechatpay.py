@@ -8,6 +8,7 @@ by position, because WeChat has changed the layout over the years.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,10 +20,9 @@ from parsers.base import ParseContext, ParsedBill, TotalCheck
 from parsers.common import (
     RowCheck,
     business_date,
-    decode,
     local_to_utc,
     read_bytes,
-    split_lines,
+    read_lines,
     split_quarantine,
 )
 from recon.currency import CURRENCY_EXPONENTS
@@ -173,11 +173,15 @@ def split_fields(data: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
             value = pieces.list.get(i if i < elastic else i - width, null_on_oob=True)
         return pl.when(n >= width).then(value).alias(columns[i])
 
-    return (
-        data.with_columns(pl.col("text").str.strip_prefix("`").str.split(SEP).alias("_p"))
-        .with_columns(pl.col("_p").list.len().cast(pl.Int64).alias("_n"))
-        .select("line", pl.col("text").alias("raw"), "_n", *(field(i) for i in range(width)))
-    )
+    split = data.with_columns(
+        pl.col("text").str.strip_prefix("`").str.split(SEP).alias("_p")
+    ).with_columns(pl.col("_p").list.len().cast(pl.Int64).alias("_n"))
+    if split.height and bool((split.get_column("_n") == width).all()):
+        # Every row has exactly the header's fields (the usual bill): field i is piece i.
+        fields = [pieces.list.get(i).alias(c) for i, c in enumerate(columns)]
+    else:
+        fields = [field(i) for i in range(width)]
+    return split.select("line", pl.col("text").alias("raw"), "_n", *fields)
 
 
 def _clean(column: str) -> pl.Expr:
@@ -334,10 +338,84 @@ def _time_status_checks(layout: Layout) -> list[RowCheck]:
 def decimal_sum(values: pl.Series) -> Decimal:
     """Exact sum of decimal strings; a non-number adds nothing and shows as a difference.
 
-    Loops over distinct values, not rows: a bill has few distinct amounts.
+    Values spelled plainly (``-12.50``, ``0.12000``, ``7``) are summed in polars as integers
+    at the finest scale among them; any other value goes through Decimal, once per
+    distinct value. The result is the Decimal the plain loop would give, exponent included.
     """
-    total = Decimal(0)
-    for value, count in values.drop_nulls().value_counts().iter_rows():
+    values = values.drop_nulls().cast(pl.String)
+    same_scale = _same_scale_sum(values)
+    if same_scale is not None:
+        return same_scale
+    plain = values.str.contains(_PLAIN_DECIMAL)
+    total = _plain_sum(values.filter(plain))
+    if total is None:  # too large for the integer sum to stay exact: all through Decimal
+        return _decimal_loop(values, Decimal(0))
+    return _decimal_loop(values.filter(~plain), total)
+
+
+# At most 15 integer and 9 decimal digits: Int64 holds each part of every value.
+_PLAIN_DECIMAL = r"^[+-]?[0-9]{1,15}(?:\.[0-9]{1,9})?$"
+
+
+def _same_scale_sum(values: pl.Series) -> Decimal | None:
+    """The sum when every value is ``-?digits.digits`` with as many decimals as the first
+    (``12.50``, ``0.12000``), the usual column; None otherwise or when it might overflow."""
+    if values.len() == 0:
+        return None
+    first = re.fullmatch(r"-?[0-9]+(?:\.([0-9]{1,9}))?", str(values[0]))
+    if first is None:
+        return None
+    scale = len(first.group(1) or "")
+    frac = rf"\.[0-9]{{{scale}}}" if scale else ""
+    if not values.str.contains(rf"^-?[0-9]{{1,{18 - scale}}}{frac}$").all():
+        return None
+    minor = values.str.replace(".", "", literal=True).cast(pl.Int64)
+    if float(minor.abs().cast(pl.Float64).sum()) >= 1e18:
+        return None
+    return Decimal(int(minor.sum())).scaleb(-scale)
+
+
+def _plain_sum(values: pl.Series) -> Decimal | None:
+    """Exact sum of values matching ``_PLAIN_DECIMAL`` (``Decimal(0)`` when none), or None
+    when the sum might leave the range where the Decimal loop is exact (28 digits)."""
+    if values.len() == 0:
+        return Decimal(0)
+    v = pl.col("v")
+    body = v.str.strip_chars_start("+-")
+    dot = body.str.find(".", literal=True)
+    parts = (
+        values.rename("v")
+        .to_frame()
+        .select(
+            v.str.starts_with("-").alias("neg"),
+            pl.when(dot.is_null()).then(body).otherwise(body.str.slice(0, dot)).alias("whole"),
+            pl.when(dot.is_null()).then(pl.lit("")).otherwise(body.str.slice(dot + 1)).alias("frac"),
+        )
+    )
+    scale = int(parts.select(pl.col("frac").str.len_bytes().max()).item() or 0)
+    frac = (
+        pl.col("frac").str.pad_end(scale, "0").cast(pl.Int64) if scale else pl.lit(0, pl.Int64)
+    )
+    sums = (
+        parts.select(pl.col("neg"), pl.col("whole").cast(pl.Int64), frac.alias("frac"))
+        .select(
+            pl.col("whole").cast(pl.Float64).sum().alias("bound"),
+            pl.when(pl.col("neg")).then(-pl.col("whole")).otherwise(pl.col("whole")).sum(),
+            pl.when(pl.col("neg")).then(-pl.col("frac")).otherwise(pl.col("frac")).sum(),
+            pl.col("whole").sum().alias("abs_whole"),
+            pl.col("frac").sum().alias("abs_frac"),
+        )
+        .row(0)
+    )
+    bound, whole_sum, frac_sum, abs_whole, abs_frac = sums
+    if bound >= 1e18 or int(abs_whole) * 10**scale + int(abs_frac) >= 10**26:
+        return None
+    return Decimal(int(whole_sum) * 10**scale + int(frac_sum)).scaleb(-scale)
+
+
+def _decimal_loop(values: pl.Series, total: Decimal) -> Decimal:
+    """Add every value through Decimal, once per distinct value."""
+    for value, count in values.value_counts().iter_rows():
         number = decimal_or_none(value)
         if number is not None:
             total += number * count
@@ -363,7 +441,7 @@ class WechatPayV2Parser:
     name: ClassVar[str] = "wechatpay_v2"
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
-        lines = split_lines(decode(path, read_bytes(path)))
+        lines = read_lines(path, read_bytes(path))
         layout = detect_layout(path, lines.item(0, "text"))
         summary = find_summary(path, lines)
         in_body = pl.col("line").is_between(2, summary.header_line - 1)

@@ -18,25 +18,21 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from recon.sides import SIDE_SCHEMA
+from recon.sides import KEY, SIDE_SCHEMA
 
 # field name as in the ledger contract -> how to compare.
 COMPARED_FIELDS = ("amount", "currency", "status", "channel_txn_id")
 
-_SQL = """
+# One row per pairing: which row of each side (``l_row`` / ``b_row``, row numbers of the
+# registered frames), its outcome, and whether a matched pair has any field to report
+# (the same tests as _MISMATCH_SQL, on integers instead of their text). Only those rows
+# and the unmatched ones are then built in full: the bulk of a day is matched and equal.
+_PAIRS_SQL = """
 WITH
-l AS (
-  SELECT *, row_number() OVER (
-    PARTITION BY txn_type, merchant_order_id, merchant_refund_id ORDER BY origin_line) AS occ
-  FROM ledger_side),
-b AS (
-  SELECT *, row_number() OVER (
-    PARTITION BY txn_type, merchant_order_id, merchant_refund_id ORDER BY origin_line) AS occ
-  FROM bill_side)
+l AS (SELECT *, {l_occ} AS occ FROM ledger_side),
+b AS (SELECT *, {b_occ} AS occ FROM bill_side)
 SELECT
-  coalesce(b.txn_type, l.txn_type) AS txn_type,
-  coalesce(b.merchant_order_id, l.merchant_order_id) AS merchant_order_id,
-  coalesce(b.merchant_refund_id, l.merchant_refund_id) AS merchant_refund_id,
+  l._row AS l_row, b._row AS b_row,
   coalesce(b.occ, l.occ) AS occ,
   CASE
     WHEN b.txn_type IS NULL AND list_contains($settled, l.status) THEN 'channel_missing'
@@ -44,15 +40,20 @@ SELECT
     WHEN l.txn_type IS NULL THEN 'local_missing'
     ELSE 'matched'
   END AS outcome,
-  l.channel_txn_id AS l_channel_txn_id, b.channel_txn_id AS b_channel_txn_id,
-  l.amount_minor AS l_amount_minor, b.amount_minor AS b_amount_minor,
-  l.exponent AS l_exponent, b.exponent AS b_exponent,
-  l.currency AS l_currency, b.currency AS b_currency,
-  l.status AS l_status, b.status AS b_status,
-  l.origin_file AS ledger_file, l.origin_line AS ledger_row,
-  b.origin_file AS bill_file, b.origin_line AS bill_line
+  b.txn_type IS NOT NULL AND l.txn_type IS NOT NULL AND (
+    (l.amount_minor * CAST(10 ** (3 - l.exponent) AS BIGINT)) IS NOT NULL
+      AND (l.amount_minor * CAST(10 ** (3 - l.exponent) AS BIGINT))
+        IS DISTINCT FROM (b.amount_minor * CAST(10 ** (3 - b.exponent) AS BIGINT))
+    OR l.currency IS NOT NULL AND l.currency IS DISTINCT FROM b.currency
+    OR l.status IS NOT NULL AND l.status IS DISTINCT FROM b.status
+    OR nullif(l.channel_txn_id, '') IS NOT NULL
+      AND nullif(l.channel_txn_id, '') IS DISTINCT FROM b.channel_txn_id
+  ) AS differs
 FROM b FULL OUTER JOIN l USING (txn_type, merchant_order_id, merchant_refund_id, occ)
 """
+# A key repeated on one side is paired in order of appearance.
+_OCC = "row_number() OVER (PARTITION BY txn_type, merchant_order_id, merchant_refund_id ORDER BY origin_line)"
+_ONCE = "CAST(1 AS BIGINT)"  # no key repeats on this side: every occurrence is the first
 
 # Amounts are compared as values: minor units scaled to three decimals, so a
 # currency mix-up between CNY and JPY shows in amount as well as currency.
@@ -100,23 +101,70 @@ def diff(
     """Diff two side views (recon.sides.SIDE_SCHEMA) of one channel-day."""
     own = con is None
     con = con or duckdb.connect()
+    lside = ledger.select(list(SIDE_SCHEMA))
+    bside = bill.select(list(SIDE_SCHEMA))
     try:
-        con.register("ledger_side", ledger.select(list(SIDE_SCHEMA)))
-        con.register("bill_side", bill.select(list(SIDE_SCHEMA)))
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE joined AS {_SQL}", {"settled": list(settled_statuses)}
+        con.register("ledger_side", lside.with_row_index("_row"))
+        con.register("bill_side", bside.with_row_index("_row"))
+        sql = _PAIRS_SQL.format(
+            l_occ=_OCC if _repeats_a_key(lside) else _ONCE,
+            b_occ=_OCC if _repeats_a_key(bside) else _ONCE,
         )
-        rows = con.sql("SELECT outcome, count(*) FROM joined GROUP BY ALL").fetchall()
-        counts = dict.fromkeys(OUTCOMES, 0) | {str(k): int(n) for k, n in rows}
-        unmatched = con.sql("SELECT * FROM joined WHERE outcome <> 'matched'").pl()
-        mismatches = con.sql(_MISMATCH_SQL).pl()
-        matched = (
-            con.sql("SELECT * FROM joined WHERE outcome = 'matched'").pl() if keep_matched else None
-        )
-        con.execute("DROP TABLE joined")
+        pairs = con.sql(sql, params={"settled": list(settled_statuses)}).pl()
     finally:
         con.unregister("ledger_side")
         con.unregister("bill_side")
+    outcome = pl.col("outcome")
+    rows = pairs.group_by("outcome").len().rows()
+    counts = dict.fromkeys(OUTCOMES, 0) | {str(k): int(n) for k, n in rows}
+    wanted = pairs if keep_matched else pairs.filter((outcome != "matched") | pl.col("differs"))
+    joined = _joined(wanted, lside, bside)
+    unmatched = joined.filter(outcome != "matched")
+    try:
+        con.register("joined", joined.filter(pl.col("differs")) if keep_matched else joined)
+        mismatches = con.sql(_MISMATCH_SQL).pl().drop("differs")
+    finally:
+        con.unregister("joined")
         if own:
             con.close()
-    return DiffResult(counts=counts, unmatched=unmatched, mismatches=mismatches, matched=matched)
+    matched = joined.filter(outcome == "matched").drop("differs") if keep_matched else None
+    return DiffResult(
+        counts=counts, unmatched=unmatched.drop("differs"), mismatches=mismatches, matched=matched
+    )
+
+
+def _repeats_a_key(side: pl.DataFrame) -> bool:
+    """Whether some key may occur twice: distinct row hashes prove every key unique;
+    equal hashes (a repeat or, rarely, a collision) take the occurrence numbering."""
+    if side.height < 2:
+        return False
+    return bool(side.select(KEY).hash_rows().n_unique() < side.height)
+
+
+def _joined(pairs: pl.DataFrame, ledger: pl.DataFrame, bill: pl.DataFrame) -> pl.DataFrame:
+    """The pairings in full: both sides' values side by side (the columns of one row of the
+    full outer join), key columns from the bill row, else the ledger row."""
+    lv = ledger[pairs.get_column("l_row")] if pairs.height else ledger.clear()
+    bv = bill[pairs.get_column("b_row")] if pairs.height else bill.clear()
+    return pl.DataFrame(
+        [
+            *(bv.get_column(k).fill_null(lv.get_column(k)) for k in KEY),
+            pairs.get_column("occ"),
+            pairs.get_column("outcome"),
+            lv.get_column("channel_txn_id").rename("l_channel_txn_id"),
+            bv.get_column("channel_txn_id").rename("b_channel_txn_id"),
+            lv.get_column("amount_minor").rename("l_amount_minor"),
+            bv.get_column("amount_minor").rename("b_amount_minor"),
+            lv.get_column("exponent").rename("l_exponent"),
+            bv.get_column("exponent").rename("b_exponent"),
+            lv.get_column("currency").rename("l_currency"),
+            bv.get_column("currency").rename("b_currency"),
+            lv.get_column("status").rename("l_status"),
+            bv.get_column("status").rename("b_status"),
+            lv.get_column("origin_file").rename("ledger_file"),
+            lv.get_column("origin_line").rename("ledger_row"),
+            bv.get_column("origin_file").rename("bill_file"),
+            bv.get_column("origin_line").rename("bill_line"),
+            pairs.get_column("differs"),
+        ]
+    )

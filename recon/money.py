@@ -7,7 +7,9 @@ A value with more decimals than its currency allows is rejected, never rounded
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 
 import polars as pl
 
@@ -23,7 +25,24 @@ def to_minor(value: pl.Expr, exponent: int) -> pl.Expr:
 
     Accepts ``12``, ``12.5``, ``012.50``, ``+12.50``, ``-0.01``, ``1,234.50`` and
     surrounding blanks; rejects exponents, empty strings and extra precision.
+
+    Row by row, so it runs on whole columns (``select`` / ``with_columns``): values
+    in the plain form ``123.45`` take a fast path, the rest the exact parser.
     """
+    return value.map_batches(
+        partial(_minor_series, exponent=exponent), return_dtype=pl.Int64, is_elementwise=True
+    )
+
+
+def to_minor_by_currency(value: pl.Expr, currency: pl.Expr) -> pl.Expr:
+    """Like :func:`to_minor` with the exponent taken from each row's currency."""
+    return pl.map_batches(
+        [value, currency], _minor_by_currency_series, return_dtype=pl.Int64, is_elementwise=True
+    )
+
+
+def _exact_minor(value: pl.Expr, exponent: int) -> pl.Expr:
+    """The reference parser behind :func:`to_minor` (every accepted spelling)."""
     s = value.str.strip_chars()
     s = (
         pl.when(s.str.contains(_GROUPED))
@@ -52,13 +71,74 @@ def to_minor(value: pl.Expr, exponent: int) -> pl.Expr:
     return pl.when(ok).then(signed).otherwise(None).cast(pl.Int64)
 
 
-def to_minor_by_currency(value: pl.Expr, currency: pl.Expr) -> pl.Expr:
-    """Like :func:`to_minor` with the exponent taken from each row's currency."""
-    out: pl.Expr = pl.lit(None, pl.Int64)
-    for exp in sorted(set(CURRENCY_EXPONENTS.values())):
-        codes = [c for c, e in CURRENCY_EXPONENTS.items() if e == exp]
-        out = pl.when(currency.is_in(codes)).then(to_minor(value, exp)).otherwise(out)
-    return out
+def _plain(exponent: int) -> str:
+    """The common spelling, parsed without the exact parser: ASCII digits, at most 15 before
+    the point (so no zero padding to strip first), exactly ``exponent`` after it, then only
+    zeros (``12.50``, ``0.12000``); or no point at all (``12``)."""
+    frac = rf"\.[0-9]{{{exponent}}}0*" if exponent else r"\.0*"
+    return rf"^[0-9]{{1,{_MAX_INT_DIGITS}}}(?:{frac})?$"
+
+
+_PLAIN_BY_EXPONENT = {e: _plain(e) for e in set(CURRENCY_EXPONENTS.values()) | {0, 2, 3}}
+
+
+def _plain_minor(v: pl.Expr, exponent: int) -> pl.Expr:
+    """Minor units of a value in the :func:`_plain` form (garbage for any other)."""
+    dot = v.str.find(".", literal=True)
+    whole = pl.when(dot.is_null()).then(v).otherwise(v.str.slice(0, dot))
+    whole_int = whole.cast(pl.Int64, strict=False) * (10**exponent)
+    if exponent == 0:
+        return whole_int
+    frac_int = v.str.slice(dot + 1, exponent).cast(pl.Int64, strict=False).fill_null(0)
+    return whole_int + frac_int
+
+
+def _minor_series(s: pl.Series, exponent: int) -> pl.Series:
+    """:func:`to_minor` on a Series: the plain rows fast, the others through the exact parser."""
+    s = s.cast(pl.String)
+    frame = s.rename("v").to_frame()
+    v = pl.col("v")
+    # Commonest of all: every value exactly ``123.45`` (``123`` without decimals).
+    strict = rf"^[0-9]{{1,{_MAX_INT_DIGITS}}}" + (rf"\.[0-9]{{{exponent}}}$" if exponent else "$")
+    if frame.select(v.str.contains(strict).fill_null(False).all()).item():
+        return (
+            frame.select(v.str.replace(".", "", literal=True).cast(pl.Int64))
+            .to_series()
+            .rename(s.name)
+        )
+    plain_re = _PLAIN_BY_EXPONENT.get(exponent) or _plain(exponent)
+    plain = frame.select(v.str.contains(plain_re).fill_null(False)).to_series()
+    if not plain.any():
+        return frame.select(_exact_minor(v, exponent)).to_series().rename(s.name)
+    out = frame.select(
+        pl.when(plain.rename("_plain")).then(_plain_minor(v, exponent)).cast(pl.Int64)
+    ).to_series()
+    if not plain.all():
+        others = (~plain).arg_true()
+        exact = frame[others].select(_exact_minor(v, exponent)).to_series()
+        out = out.scatter(others, exact)
+    return out.rename(s.name)
+
+
+def _minor_by_currency_series(series: Sequence[pl.Series]) -> pl.Series:
+    value, currency = series
+    n = max(value.len(), currency.len())
+    if value.len() != n:  # a literal among the inputs
+        value = value.extend_constant(value[0], n - 1) if value.len() == 1 else value
+    if currency.len() != n:
+        currency = currency.extend_constant(currency[0], n - 1) if currency.len() == 1 else currency
+    exps = currency.cast(pl.String).replace_strict(
+        CURRENCY_EXPONENTS, default=None, return_dtype=pl.Int64
+    )
+    present = exps.drop_nulls().unique().to_list()
+    if len(present) == 1 and exps.null_count() == 0:
+        return _minor_series(value, int(present[0])).rename(value.name)
+    out = pl.repeat(None, n, dtype=pl.Int64, eager=True)
+    value = value.cast(pl.String)
+    for exp in present:
+        rows = (exps == exp).fill_null(False).arg_true()
+        out = out.scatter(rows, _minor_series(value[rows], int(exp)))
+    return out.rename(value.name)
 
 
 def exponent_expr(currency: pl.Expr) -> pl.Expr:

@@ -165,7 +165,14 @@ def publish(rules: Rules, channel_name: str, day: dt.date, out_dir: str) -> dict
     with open_store(rules.store) as con:
         set_day_state(con, channel_name, day, "reconciled", line)
     log.info("%s %s: %s; queues in %s", channel_name, day, line, out_dir)
-    return {"channel": channel_name, "date": day.isoformat(), "out_dir": out_dir, **counts}
+    report = str(Path(out_dir) / "report.html")
+    return {
+        "channel": channel_name,
+        "date": day.isoformat(),
+        "out_dir": out_dir,
+        "report": report,
+        **counts,
+    }
 
 
 def run_channel_day(
