@@ -14,7 +14,7 @@ import polars as pl
 
 from parsers import ParseContext, ParsedBill, get_parser
 from recon.breaks import update_breaks
-from recon.engine import diff
+from recon.engine import DiffResult, diff
 from recon.errors import InputError
 from recon.ledger import LedgerDay, load_ledger_day
 from recon.outputs import write_outputs
@@ -116,43 +116,57 @@ def reconcile_day(
     )
 
 
-def reconcile_parsed(
-    rules: Rules,
-    channel_name: str,
-    day: dt.date,
-    bill: ParsedBill,
-    ledger_path: Path,
-    out_dir: Path,
-    *,
-    store_path: Path | None = None,
-    requery: ChannelQuery | None = None,
-) -> RunResult:
-    """Reconcile an already parsed (and proven) bill against the ledger's day."""
+@dataclass
+class Prepared:
+    """A channel-day ready to diff: the proven bill and the ledger's rows of the day."""
+
+    channel: Channel
+    day: dt.date
+    bill: ParsedBill
+    ledger: LedgerDay
+    started: dt.datetime
+
+
+def prepare(
+    rules: Rules, channel_name: str, day: dt.date, bill: ParsedBill, ledger_path: Path
+) -> Prepared:
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
-    bill_path = bill.path
     _check_bill_day(bill, day)
     ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
     log.info(
         "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
         channel.name, day, ledger_path, ledger.rows_read, ledger.rows.height, ledger.quarantine.height,
     )  # fmt: skip
-    result = diff(ledger.rows, bill_side(bill.rows), channel.settled_statuses)
+    return Prepared(channel, day, bill, ledger, started)
+
+
+def finish(
+    rules: Rules,
+    prep: Prepared,
+    result: DiffResult,
+    out_dir: Path,
+    *,
+    store_path: Path | None = None,
+    requery: ChannelQuery | None = None,
+) -> RunResult:
+    """Queues, breaks, store, files: everything after the diff (whole or merged shards)."""
+    channel, day, bill, ledger = prep.channel, prep.day, prep.bill, prep.ledger
     _check_accounting(bill, ledger, result.counts)
+    log.info("%s %s: diff done, %s", channel.name, day, result.counts)
     queues = build_queues(result, channel.name, day)
     quarantine = quarantine_of(bill, ledger)
     has_breaks = queues.has_breaks or quarantine.height > 0
     exit_code = EXIT_BREAKS if has_breaks else EXIT_CLEAN
     files = {
-        "bill_file": str(bill_path),
-        "bill_sha256": sha256_file(bill_path),
-        "ledger_file": str(ledger_path),
-        "ledger_sha256": sha256_file(ledger_path),
+        "bill_file": str(bill.path),
+        "bill_sha256": sha256_file(bill.path),
+        "ledger_file": str(ledger.path),
+        "ledger_sha256": sha256_file(ledger.path),
     }
     summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
     summary["exit_code"] = exit_code
     run_id = uuid.uuid4().hex
-    log.info("%s %s: diff done, %s", channel.name, day, result.counts)
     with open_store(store_path or rules.store) as con, transaction(con):
         update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
         summary["breaks"] = update.as_dict()
@@ -162,7 +176,7 @@ def reconcile_parsed(
             run_id=run_id,
             channel=channel.name,
             day=day,
-            started_at=started,
+            started_at=prep.started,
             exit_code=exit_code,
             files=files,
             summary=summary,
@@ -176,6 +190,23 @@ def reconcile_parsed(
     )
     summary["run_id"] = run_id
     return RunResult(exit_code=exit_code, summary=summary, out_dir=out_dir, queues=queues)
+
+
+def reconcile_parsed(
+    rules: Rules,
+    channel_name: str,
+    day: dt.date,
+    bill: ParsedBill,
+    ledger_path: Path,
+    out_dir: Path,
+    *,
+    store_path: Path | None = None,
+    requery: ChannelQuery | None = None,
+) -> RunResult:
+    """Reconcile an already parsed (and proven) bill against the ledger's day."""
+    prep = prepare(rules, channel_name, day, bill, ledger_path)
+    result = diff(prep.ledger.rows, bill_side(bill.rows), prep.channel.settled_statuses)
+    return finish(rules, prep, result, out_dir, store_path=store_path, requery=requery)
 
 
 __all__ = ["EXIT_BREAKS", "EXIT_CLEAN", "EXIT_ERROR", "InputError", "RunResult", "reconcile_day"]
