@@ -1,4 +1,5 @@
-"""Save a parsed bill between pipeline steps (normalize -> reconcile) as files."""
+"""Hand a parsed bill or a ledger day from one pipeline step to the next as files
+(Airflow tasks pass paths, never data)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from parsers.base import ParsedBill, TotalCheck
+from recon.ledger import LedgerDay
 
 ROWS, QUARANTINE, META = "standard.parquet", "quarantine.parquet", "bill.json"
 
@@ -38,4 +40,35 @@ def load_parsed(directory: Path) -> ParsedBill:
         rows_read=meta["rows_read"],
         totals=[TotalCheck(n, Decimal(e), Decimal(a)) for n, e, a in meta["totals"]],
         summary_line=meta["summary_line"],
+    )
+
+
+LEDGER_ROWS, LEDGER_QUARANTINE, LEDGER_META = (
+    "ledger.parquet",
+    "ledger_quarantine.parquet",
+    "ledger.json",
+)
+
+
+def save_ledger(ledger: LedgerDay, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    ledger.rows.write_parquet(directory / LEDGER_ROWS)
+    ledger.quarantine.write_parquet(directory / LEDGER_QUARANTINE)
+    meta = {
+        "path": str(ledger.path),
+        "rows_read": ledger.rows_read,
+        "rows_other": ledger.rows_other,
+    }
+    (directory / LEDGER_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return directory
+
+
+def load_ledger(directory: Path) -> LedgerDay:
+    meta = json.loads((directory / LEDGER_META).read_text(encoding="utf-8"))
+    return LedgerDay(
+        path=Path(meta["path"]),
+        rows=pl.read_parquet(directory / LEDGER_ROWS),
+        quarantine=pl.read_parquet(directory / LEDGER_QUARANTINE),
+        rows_read=meta["rows_read"],
+        rows_other=meta["rows_other"],
     )

@@ -189,3 +189,21 @@ class FeeRules:
         if rate >= 1:
             raise ConfigError(f"{where}.rate: a rate is a fraction (0.006 for 0.6%), got {rate}")
         return cls(rate=rate, rounding=rounding, min_fee=dec("min_fee", "0"), refund_fee=refund_fee)
+
+
+@dataclass(frozen=True)
+class ScaleRules:
+    """How a channel-day is split for big days: ``shards`` hash shards of the key, each
+    diffed by its own Airflow mapped task, then merged (1 = no split)."""
+
+    shards: int = 1
+
+    @classmethod
+    def from_table(cls, table: Any, where: str) -> ScaleRules:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _check_keys(table, {"shards"}, set(), where)
+        shards = table.get("shards", 1)
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 256:
+            raise ConfigError(f"{where}.shards: expected a whole number 1..256, got {shards!r}")
+        return cls(shards=shards)

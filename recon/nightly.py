@@ -155,6 +155,56 @@ def reconcile(rules: Rules, channel_name: str, day: dt.date, normalized_dir: str
     return str(result.out_dir)
 
 
+def shard_inputs(
+    rules: Rules, channel_name: str, day: dt.date, normalized_dir: str
+) -> list[dict[str, str]]:
+    """Load the ledger's day once and split both sides into the channel's hash shards;
+    one dict of paths per shard, for the mapped diff tasks."""
+    from recon.bill_io import save_ledger
+    from recon.pipeline import prepare
+    from recon.shard import write_shards
+    from recon.sides import bill_side
+
+    channel = rules.channel(channel_name)
+    bill = load_parsed(Path(normalized_dir))
+    prep = prepare(rules, channel_name, day, bill, ledger_path(rules, channel_name, day))
+    work = day_dir(rules, channel_name, day)
+    save_ledger(prep.ledger, work / "ledger")
+    shards = write_shards(
+        prep.ledger.rows, bill_side(bill.rows), channel.scale.shards, work / "shards"
+    )
+    log.info("%s %s: %d shards of %d bill and %d ledger rows", channel_name, day,
+             len(shards), bill.rows.height, prep.ledger.rows.height)  # fmt: skip
+    return shards
+
+
+def diff_shard(rules: Rules, channel_name: str, paths: dict[str, str]) -> str:
+    """Diff one shard; its result's folder."""
+    from recon.shard import diff_shard as run
+    from recon.shard import write_result
+
+    result = run(paths, rules.channel(channel_name).settled_statuses)
+    log.info("%s shard %s/%s: %s", channel_name, paths["shard"], paths["k"], result.counts)
+    return write_result(result, Path(paths["bill"]).parent / "result")
+
+
+def merge_shards(
+    rules: Rules, channel_name: str, day: dt.date, normalized_dir: str, result_dirs: list[str]
+) -> str:
+    """Merge the shards' diffs and finish the run as if it had been diffed whole."""
+    from recon.bill_io import load_ledger
+    from recon.pipeline import Prepared, finish
+    from recon.shard import merge_results, read_result
+
+    work = day_dir(rules, channel_name, day)
+    prep = Prepared(
+        rules.channel(channel_name), day, load_parsed(Path(normalized_dir)),
+        load_ledger(work / "ledger"), dt.datetime.now(dt.UTC),
+    )  # fmt: skip
+    merged = merge_results(read_result(d) for d in sorted(result_dirs))
+    return str(finish(rules, prep, merged, work / "queues").out_dir)
+
+
 def publish(rules: Rules, channel_name: str, day: dt.date, out_dir: str) -> dict[str, Any]:
     """Mark the channel-day reconciled and say where its queues are."""
     import json

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recon.acquire_config import SftpRules
-from recon.channel_config import BreakRules, FeeRules, LedgerRules, ScheduleRules
+from recon.channel_config import BreakRules, FeeRules, LedgerRules, ScaleRules, ScheduleRules
 from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import ConfigError
 
@@ -34,6 +34,7 @@ class Channel:
     ledger: LedgerRules | None = None  # where the day's ledger export is
     breaks: BreakRules = field(default_factory=BreakRules)  # timing window, T+N
     fees: FeeRules | None = None  # the fee schedule, when fees are checked
+    scale: ScaleRules = field(default_factory=ScaleRules)  # hash shards for big days
 
     @property
     def tz(self) -> ZoneInfo:
@@ -57,7 +58,9 @@ class Rules:
 
 
 # Sections that other modules validate themselves (acquisition, schedule...).
-EXTRA_SECTIONS: frozenset[str] = frozenset({"sftp", "schedule", "ledger", "breaks", "fees"})
+EXTRA_SECTIONS: frozenset[str] = frozenset(
+    {"sftp", "schedule", "ledger", "breaks", "fees", "scale"}
+)
 
 
 def _take(table: dict[str, Any], key: str, where: str, kind: type, default: Any = ...) -> Any:
@@ -126,6 +129,11 @@ def _channel(name: str, raw: dict[str, Any], where: str) -> Channel:
             else BreakRules()
         ),
         fees=FeeRules.from_table(extra["fees"], f"{where}.fees") if "fees" in extra else None,
+        scale=(
+            ScaleRules.from_table(extra["scale"], f"{where}.scale")
+            if "scale" in extra
+            else ScaleRules()
+        ),
     )
 
 

@@ -50,7 +50,12 @@ class Env:
         return self.sshd.root / "bills"
 
     def rules(
-        self, *, first_delay: str = "1s", multiplier: float = 2.0, deadline: str = "2m"
+        self,
+        *,
+        first_delay: str = "1s",
+        multiplier: float = 2.0,
+        deadline: str = "2m",
+        shards: int = 1,
     ) -> Path:
         """A deployment rules file in the temp dir; RECON_RULES points the DAGs at it."""
         text = (REPO / "rules" / "demo.toml").read_text("utf-8")
@@ -59,7 +64,9 @@ class Env:
         text = re.sub(r'deadline = "[^"]+"', f'deadline = "{deadline}"', text)
         text = text.replace('"var/demo/', f'"{self.root}/')
         text = text.replace('remote_dir = "/bills/', f'remote_dir = "{self.served}/')
-        path = self.root / f"rules_{first_delay}_{multiplier}_{deadline}.toml"
+        if shards > 1:
+            text += f"\n[channels.wechatpay.scale]\nshards = {shards}\n"
+        path = self.root / f"rules_{first_delay}_{multiplier}_{deadline}_{shards}.toml"
         path.write_text(text, "utf-8")
         os.environ["RECON_RULES"] = str(path)
         return path
@@ -273,3 +280,21 @@ def test_wrong_host_key_fails_at_once_without_retry(env: Env) -> None:
     )
     assert [k for k, _ in alerts] == ["task_failed"]
     assert "host key" in alerts[0][1].lower()
+
+
+def test_sharded_run_gives_the_same_queues_as_the_whole_run(env: Env) -> None:
+    env.rules()
+    env.publish("wechatpay")
+    whole = run("recon_wechatpay", force_download=True)
+    assert str(whole.state) == "success"
+    out = env.root / "runs" / "wechatpay" / DAY.isoformat() / "queues"
+    names = ("local_missing.csv", "channel_missing.csv", "field_mismatch.csv", "quarantine.csv")
+    expected = {f: (out / f).read_bytes() for f in names}
+
+    env.rules(shards=3)
+    sharded = run("recon_wechatpay", force_download=True)
+    assert str(sharded.state) == "success"
+    mapped = [ti for ti in sharded.get_task_instances() if ti.task_id == "diff_shard"]
+    assert sorted(ti.map_index for ti in mapped) == [0, 1, 2]
+    assert all(str(ti.state) == "success" for ti in mapped)
+    assert {f: (out / f).read_bytes() for f in names} == expected
