@@ -82,9 +82,9 @@ class AlipayBillParser:
     name: ClassVar[str] = "alipay_detail"
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
-        source, data = _load(path)
-        lines = read_lines(path, data)
-        del data
+        source, raw = _load(path)
+        lines = read_lines(path, raw)
+        del raw  # the lines hold the text now
         header_line, columns = _header(source, lines)
         exponent = CURRENCY_EXPONENTS[ctx.default_currency]
         data = _fields(_data_lines(lines, header_line), columns)

@@ -389,13 +389,14 @@ def _plain_sum(values: pl.Series) -> Decimal | None:
         .select(
             v.str.starts_with("-").alias("neg"),
             pl.when(dot.is_null()).then(body).otherwise(body.str.slice(0, dot)).alias("whole"),
-            pl.when(dot.is_null()).then(pl.lit("")).otherwise(body.str.slice(dot + 1)).alias("frac"),
+            pl.when(dot.is_null())
+            .then(pl.lit(""))
+            .otherwise(body.str.slice(dot + 1))
+            .alias("frac"),
         )
     )
     scale = int(parts.select(pl.col("frac").str.len_bytes().max()).item() or 0)
-    frac = (
-        pl.col("frac").str.pad_end(scale, "0").cast(pl.Int64) if scale else pl.lit(0, pl.Int64)
-    )
+    frac = pl.col("frac").str.pad_end(scale, "0").cast(pl.Int64) if scale else pl.lit(0, pl.Int64)
     sums = (
         parts.select(pl.col("neg"), pl.col("whole").cast(pl.Int64), frac.alias("frac"))
         .select(

@@ -25,9 +25,11 @@ COMPARED_FIELDS = ("amount", "currency", "status", "channel_txn_id")
 
 # One row per pairing: which row of each side (``l_row`` / ``b_row``, row numbers of the
 # registered frames), its outcome, and whether a matched pair has any field to report
-# (the same tests as _MISMATCH_SQL, on integers instead of their text). Only those rows
-# and the unmatched ones are then built in full: the bulk of a day is matched and equal.
+# (the same tests as _MISMATCH_SQL, on integers instead of their text). Only the pairings
+# wanted (``{where}``) leave DuckDB, and only they are built in full: the bulk of a day is
+# matched and equal, and its count follows from the rest.
 _PAIRS_SQL = """
+SELECT * FROM (
 WITH
 l AS (SELECT *, {l_occ} AS occ FROM ledger_side),
 b AS (SELECT *, {b_occ} AS occ FROM bill_side)
@@ -50,7 +52,9 @@ SELECT
       AND nullif(l.channel_txn_id, '') IS DISTINCT FROM b.channel_txn_id
   ) AS differs
 FROM b FULL OUTER JOIN l USING (txn_type, merchant_order_id, merchant_refund_id, occ)
+) {where}
 """
+_UNMATCHED_OR_DIFFERING = "WHERE l_row IS NULL OR b_row IS NULL OR differs"
 # A key repeated on one side is paired in order of appearance.
 _OCC = "row_number() OVER (PARTITION BY txn_type, merchant_order_id, merchant_refund_id ORDER BY origin_line)"
 _ONCE = "CAST(1 AS BIGINT)"  # no key repeats on this side: every occurrence is the first
@@ -100,24 +104,33 @@ def diff(
 ) -> DiffResult:
     """Diff two side views (recon.sides.SIDE_SCHEMA) of one channel-day."""
     own = con is None
-    con = con or duckdb.connect()
+    if con is None:
+        con = duckdb.connect()
+        # Nothing here depends on the order rows leave the join (mismatches are sorted).
+        con.execute("SET preserve_insertion_order = false")
     lside = ledger.select(list(SIDE_SCHEMA))
     bside = bill.select(list(SIDE_SCHEMA))
+    l_repeats, b_repeats = _repeats_a_key(lside), _repeats_a_key(bside)
     try:
-        con.register("ledger_side", lside.with_row_index("_row"))
-        con.register("bill_side", bside.with_row_index("_row"))
+        con.register("ledger_side", _joinable(lside, l_repeats))
+        con.register("bill_side", _joinable(bside, b_repeats))
         sql = _PAIRS_SQL.format(
-            l_occ=_OCC if _repeats_a_key(lside) else _ONCE,
-            b_occ=_OCC if _repeats_a_key(bside) else _ONCE,
+            l_occ=_OCC if l_repeats else _ONCE,
+            b_occ=_OCC if b_repeats else _ONCE,
+            where="" if keep_matched else _UNMATCHED_OR_DIFFERING,
         )
-        pairs = con.sql(sql, params={"settled": list(settled_statuses)}).pl()
+        wanted = con.sql(sql, params={"settled": list(settled_statuses)}).pl()
     finally:
         con.unregister("ledger_side")
         con.unregister("bill_side")
     outcome = pl.col("outcome")
-    rows = pairs.group_by("outcome").len().rows()
+    rows = wanted.group_by("outcome").len().rows()
     counts = dict.fromkeys(OUTCOMES, 0) | {str(k): int(n) for k, n in rows}
-    wanted = pairs if keep_matched else pairs.filter((outcome != "matched") | pl.col("differs"))
+    if not keep_matched:
+        # (key, occurrence) is unique on each side, so every bill row is in exactly one
+        # pairing: the matched ones are the bill rows not among the unmatched pairings.
+        bill_unmatched = wanted.filter((outcome != "matched") & pl.col("b_row").is_not_null())
+        counts["matched"] = bside.height - bill_unmatched.height
     joined = _joined(wanted, lside, bside)
     unmatched = joined.filter(outcome != "matched")
     try:
@@ -131,6 +144,14 @@ def diff(
     return DiffResult(
         counts=counts, unmatched=unmatched.drop("differs"), mismatches=mismatches, matched=matched
     )
+
+
+def _joinable(side: pl.DataFrame, repeats: bool) -> pl.DataFrame:
+    """What the pairing query reads of a side: row number, key, compared fields (and the
+    line, to number repeated keys); handing DuckDB less is faster."""
+    compared = ["amount_minor", "exponent", "currency", "status", "channel_txn_id"]
+    line = ["origin_line"] if repeats else []
+    return side.select(*KEY, *compared, *line).with_row_index("_row")
 
 
 def _repeats_a_key(side: pl.DataFrame) -> bool:

@@ -76,21 +76,21 @@ def _plain(exponent: int) -> str:
     the point (so no zero padding to strip first), exactly ``exponent`` after it, then only
     zeros (``12.50``, ``0.12000``); or no point at all (``12``)."""
     frac = rf"\.[0-9]{{{exponent}}}0*" if exponent else r"\.0*"
-    return rf"^[0-9]{{1,{_MAX_INT_DIGITS}}}(?:{frac})?$"
+    return rf"^[+-]?[0-9]{{1,{_MAX_INT_DIGITS}}}(?:{frac})?$"
 
 
 _PLAIN_BY_EXPONENT = {e: _plain(e) for e in set(CURRENCY_EXPONENTS.values()) | {0, 2, 3}}
 
 
-def _plain_minor(v: pl.Expr, exponent: int) -> pl.Expr:
+def _plain_minor(value: pl.Expr, exponent: int) -> pl.Expr:
     """Minor units of a value in the :func:`_plain` form (garbage for any other)."""
+    v = value.str.strip_prefix("+").str.strip_prefix("-")
     dot = v.str.find(".", literal=True)
     whole = pl.when(dot.is_null()).then(v).otherwise(v.str.slice(0, dot))
-    whole_int = whole.cast(pl.Int64, strict=False) * (10**exponent)
-    if exponent == 0:
-        return whole_int
-    frac_int = v.str.slice(dot + 1, exponent).cast(pl.Int64, strict=False).fill_null(0)
-    return whole_int + frac_int
+    magnitude = whole.cast(pl.Int64, strict=False) * (10**exponent)
+    if exponent > 0:
+        magnitude += v.str.slice(dot + 1, exponent).cast(pl.Int64, strict=False).fill_null(0)
+    return pl.when(value.str.starts_with("-")).then(-magnitude).otherwise(magnitude)
 
 
 def _minor_series(s: pl.Series, exponent: int) -> pl.Series:
@@ -98,8 +98,8 @@ def _minor_series(s: pl.Series, exponent: int) -> pl.Series:
     s = s.cast(pl.String)
     frame = s.rename("v").to_frame()
     v = pl.col("v")
-    # Commonest of all: every value exactly ``123.45`` (``123`` without decimals).
-    strict = rf"^[0-9]{{1,{_MAX_INT_DIGITS}}}" + (rf"\.[0-9]{{{exponent}}}$" if exponent else "$")
+    # Commonest of all: every value exactly ``123.45`` or ``-123.45`` (no decimals if none).
+    strict = rf"^-?[0-9]{{1,{_MAX_INT_DIGITS}}}" + (rf"\.[0-9]{{{exponent}}}$" if exponent else "$")
     if frame.select(v.str.contains(strict).fill_null(False).all()).item():
         return (
             frame.select(v.str.replace(".", "", literal=True).cast(pl.Int64))

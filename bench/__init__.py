@@ -1,0 +1,1 @@
+"""Benchmarks: a fast day generator (bench.generate) and the timed runs (bench.run)."""
