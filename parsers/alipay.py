@@ -27,6 +27,7 @@ from parsers.common import (
     read_bytes,
     read_lines,
     split_quarantine,
+    zip_entry_name,
 )
 from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
@@ -47,7 +48,6 @@ PAYMENT, REFUND = "交易", "退款"
 ROW = "(row)"  # quarantine column for faults of the whole line
 # Alipay writes the first; Excel re-saves give the others.
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M")
-UTF8_NAME_FLAG = 0x800
 # RuntimeError: encrypted entry; NotImplementedError: unsupported compression.
 ZIP_ERRORS = (
     zipfile.BadZipFile,
@@ -121,21 +121,11 @@ def _load(path: Path) -> tuple[str, bytes]:
 def _zip_detail(path: Path, data: bytes) -> tuple[str, bytes]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = {_entry_name(i): i for i in zf.infolist() if not i.is_dir()}
+            infos = {zip_entry_name(i): i for i in zf.infolist() if not i.is_dir()}
             name = _pick_entry(path, list(infos))
             return name, zf.read(infos[name])
     except ZIP_ERRORS as exc:
         raise InputError(path, f"corrupt zip: {exc}") from None
-
-
-def _entry_name(info: zipfile.ZipInfo) -> str:
-    """Alipay writes GBK names without the UTF-8 flag; zipfile has read them as cp437."""
-    if info.flag_bits & UTF8_NAME_FLAG:
-        return info.filename
-    try:
-        return info.filename.encode("cp437").decode("gb18030")
-    except UnicodeError:
-        return info.filename
 
 
 def _pick_entry(path: Path, names: list[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -107,3 +108,16 @@ def split_quarantine(
         invalid = invalid.drop("raw").join(raws, on="source_line", how="left")
         quarantine = pl.concat([quarantine, invalid.select(QUARANTINE_SCHEMA)])
     return valid, quarantine.cast(QUARANTINE_SCHEMA).sort("source_line")  # type: ignore[arg-type]
+
+
+ZIP_UTF8_NAME_FLAG = 0x800
+
+
+def zip_entry_name(info: zipfile.ZipInfo) -> str:
+    """Alipay writes GBK names without the UTF-8 flag; zipfile has read them as cp437."""
+    if info.flag_bits & ZIP_UTF8_NAME_FLAG:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("gb18030")
+    except UnicodeError:
+        return info.filename

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from parsers.common import GZIP_MAGIC, zip_entry_name
 from recon.audit import log_event, transition
 from recon.currency import CURRENCY_EXPONENTS
 from recon.money import format_minor
@@ -297,22 +298,9 @@ def act(con: duckdb.DuckDBPyConnection, req: Request, actor: str) -> Applied:
 
 # --- evidence: the raw source lines a break came from ----------------------------------------
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_UTF8_NAME_FLAG = 0x800
-
 
 class SourceUnavailable(Exception):
     """The source line cannot be shown (file gone, line past the end...)."""
-
-
-def _entry_name(info: zipfile.ZipInfo) -> str:
-    """Alipay writes GBK entry names without the UTF-8 flag (zipfile reads them as cp437)."""
-    if info.flag_bits & _UTF8_NAME_FLAG:
-        return info.filename
-    try:
-        return info.filename.encode("cp437").decode("gb18030")
-    except UnicodeError:
-        return info.filename
 
 
 def _lines(spec: str) -> Generator[bytes, None, None]:
@@ -320,7 +308,7 @@ def _lines(spec: str) -> Generator[bytes, None, None]:
     path = Path(spec)
     if path.is_file():
         with path.open("rb") as fh:
-            gzipped = fh.read(2) == _GZIP_MAGIC
+            gzipped = fh.read(2) == GZIP_MAGIC
             fh.seek(0)
             if gzipped:
                 with gzip.GzipFile(fileobj=fh) as gz:
@@ -333,7 +321,7 @@ def _lines(spec: str) -> Generator[bytes, None, None]:
             with zipfile.ZipFile(spec[:i]) as zf:
                 entry = spec[i + 1 :]
                 for info in zf.infolist():
-                    if entry in (_entry_name(info), info.filename):
+                    if entry in (zip_entry_name(info), info.filename):
                         with zf.open(info) as member:
                             yield from member
                         return

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,15 @@ class RunResult:
     summary: dict[str, Any]
     out_dir: Path
     queues: Queues
+
+
+@contextmanager
+def stage(what: str) -> Iterator[None]:
+    """Progress for long runs: each stage's start and duration, on the CLI (-v) and in task logs."""
+    started = time.perf_counter()
+    log.info("%s ...", what)
+    yield
+    log.info("%s: done in %.1f s", what, time.perf_counter() - started)
 
 
 def sha256_file(path: Path) -> str:
@@ -108,9 +120,13 @@ def reconcile_day(
     requery: ChannelQuery | None = None,
 ) -> RunResult:
     channel = rules.channel(channel_name)
-    log.info("parse %s bill %s", channel.name, bill_path)
-    bill = parse_bill(channel, bill_path)
-    log.info("parsed %d rows (%d quarantined)", bill.rows.height, bill.quarantine.height)
+    size = bill_path.stat().st_size / 1e6 if bill_path.exists() else 0.0
+    with stage(f"{channel.name} {day}: parse bill {bill_path} ({size:.1f} MB)"):
+        bill = parse_bill(channel, bill_path)
+    log.info(
+        "%s %s: bill rows read %d, parsed %d, quarantined %d",
+        channel.name, day, bill.rows_read, bill.rows.height, bill.quarantine.height,
+    )  # fmt: skip
     return reconcile_parsed(
         rules, channel_name, day, bill, ledger_path, out_dir, store_path=store_path, requery=requery
     )
@@ -133,7 +149,8 @@ def prepare(
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
     _check_bill_day(bill, day)
-    ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
+    with stage(f"{channel.name} {day}: load ledger {ledger_path}"):
+        ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
     log.info(
         "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
         channel.name, day, ledger_path, ledger.rows_read, ledger.rows.height, ledger.quarantine.height,
@@ -168,7 +185,8 @@ def finish(
     summary["exit_code"] = exit_code
     run_id = uuid.uuid4().hex
     with open_store(store_path or rules.store) as con, transaction(con):
-        update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
+        with stage(f"{channel.name} {day}: update breaks"):
+            update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
         summary["breaks"] = update.as_dict()
         log.info("%s %s: breaks %s", channel.name, day, summary["breaks"])
         record_run(
@@ -183,8 +201,9 @@ def finish(
             queues=queues.items(),
             quarantine=quarantine,
         )
-    write_outputs(out_dir, queues, quarantine, summary)
-    write_reports(store_path or rules.store, channel.name, day, out_dir)
+    with stage(f"{channel.name} {day}: write queues and reports"):
+        write_outputs(out_dir, queues, quarantine, summary)
+        write_reports(store_path or rules.store, channel.name, day, out_dir)
     log.info(
         "%s %s: queues, summary.json, report.html and queues.xlsx in %s", channel.name, day, out_dir
     )
@@ -205,7 +224,10 @@ def reconcile_parsed(
 ) -> RunResult:
     """Reconcile an already parsed (and proven) bill against the ledger's day."""
     prep = prepare(rules, channel_name, day, bill, ledger_path)
-    result = diff(prep.ledger.rows, bill_side(bill.rows), prep.channel.settled_statuses)
+    with stage(
+        f"{prep.channel.name} {day}: diff {prep.ledger.rows.height} ledger x {bill.rows.height} bill rows"
+    ):
+        result = diff(prep.ledger.rows, bill_side(bill.rows), prep.channel.settled_statuses)
     return finish(rules, prep, result, out_dir, store_path=store_path, requery=requery)
 
 
