@@ -130,8 +130,9 @@ def main() -> int:
             start = polls[0][1]
             gaps = [(b[1] - a[1]).total_seconds() for a, b in itertools.pairwise(polls)]
             for (n, at, state), gap in zip(polls, [0.0, *gaps], strict=True):
+                seen = "bill complete" if state == "success" else "not there yet, retry later"
                 print(f"  wait_for_bill try {n} at +{(at - start).total_seconds():5.1f}s "
-                      f"({gap:4.1f}s after the previous try): {state}")  # fmt: skip
+                      f"({gap:4.1f}s after the previous try): {seen}")  # fmt: skip
             print(f"  {dag_id}: {run.state}", flush=True)
             if str(run.state) != "success":
                 return 1
