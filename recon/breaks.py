@@ -29,6 +29,16 @@ from recon.rules import Channel
 from recon.store import CLOSED_STATES
 
 IDENTITY = "channel, txn_type, merchant_order_id, merchant_refund_id, kind, field, occurrence"
+
+
+def _same_identity(left: str, right: str) -> str:
+    """SQL: the two aliases name the same break (every identity column equal)."""
+    cols = [c.strip() for c in IDENTITY.split(",")]
+    return (
+        f"({', '.join(f'{left}.{c}' for c in cols)}) = ({', '.join(f'{right}.{c}' for c in cols)})"
+    )
+
+
 _CLOSED = "('" + "', '".join(CLOSED_STATES) + "')"
 
 
@@ -227,8 +237,7 @@ def update_breaks(
           ledger_row = coalesce(c.ledger_row, break_items.ledger_row),
           updated_at = $now
         FROM _cand c
-        WHERE ({", ".join("break_items." + k.strip() for k in IDENTITY.split(","))})
-            = ({", ".join("c." + k.strip() for k in IDENTITY.split(","))})
+        WHERE {_same_identity("break_items", "c")}
         """,
         {"day": day, "now": now},
     ).fetchone()
@@ -245,8 +254,7 @@ def update_breaks(
           requery_status, requery_note, $now
         FROM _cand c
         WHERE NOT EXISTS (SELECT 1 FROM break_items b WHERE
-          ({", ".join("b." + k.strip() for k in IDENTITY.split(","))})
-          = ({", ".join("c." + k.strip() for k in IDENTITY.split(","))}))
+          {_same_identity("b", "c")})
         RETURNING break_id, state, reason_code, requery_status, requery_note
         """,
         {
@@ -272,8 +280,7 @@ def update_breaks(
         SELECT b.break_id, NULL AS evidence FROM break_items b
         WHERE b.channel = $channel AND b.business_date = $day AND b.state IN ('open', 'pending_timing')
           AND NOT EXISTS (SELECT 1 FROM _cand c WHERE
-            ({", ".join("b." + k.strip() for k in IDENTITY.split(","))})
-            = ({", ".join("c." + k.strip() for k in IDENTITY.split(","))}))""",
+            {_same_identity("b", "c")})""",
         params,
     )
     stale = _close(con, "_stale", "auto_resolved", "not_found_on_rerun",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import time
 import uuid
@@ -16,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from parsers import ParseContext, ParsedBill, get_parser
+from recon.archive import sha256_of
 from recon.breaks import update_breaks
 from recon.engine import DiffResult, diff
 from recon.errors import InputError
@@ -49,14 +49,6 @@ def stage(what: str) -> Iterator[None]:
     log.info("%s ...", what)
     yield
     log.info("%s: done in %.1f s", what, time.perf_counter() - started)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_bill(channel: Channel, path: Path, *, check_totals: bool = True) -> ParsedBill:
@@ -177,9 +169,9 @@ def finish(
     exit_code = EXIT_BREAKS if has_breaks else EXIT_CLEAN
     files = {
         "bill_file": str(bill.path),
-        "bill_sha256": sha256_file(bill.path),
+        "bill_sha256": sha256_of(bill.path)[0],
         "ledger_file": str(ledger.path),
-        "ledger_sha256": sha256_file(ledger.path),
+        "ledger_sha256": sha256_of(ledger.path)[0],
     }
     summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
     summary["exit_code"] = exit_code
