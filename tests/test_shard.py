@@ -26,7 +26,8 @@ from recon.shard import (
     write_result,
     write_shards,
 )
-from recon.sides import KEY, SIDE_SCHEMA, bill_side
+from recon.sides import KEY, bill_side
+from tests.test_engine_properties import side
 
 # A small key space, so that repeated keys on one side and overlaps are common.
 record = st.tuples(
@@ -39,14 +40,6 @@ record = st.tuples(
     st.sampled_from(["SUCCESS", "CLOSED"]),
 )
 records = st.lists(record, max_size=30)
-
-
-def side(rows: list[tuple[str, str, str, str, int, str, str]], origin: str) -> pl.DataFrame:
-    data = [
-        (t, o, r, x, a, 0 if c == "JPY" else 2, c, s, origin, i + 1)
-        for i, (t, o, r, x, a, c, s) in enumerate(rows)
-    ]
-    return pl.DataFrame(data, schema=SIDE_SCHEMA, orient="row")
 
 
 def ordered(df: pl.DataFrame) -> pl.DataFrame:
