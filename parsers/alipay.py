@@ -8,30 +8,43 @@ values often end with a TAB, then '#' footer lines carrying the bill's totals.
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 import polars as pl
 
 from parsers.base import ParseContext, ParsedBill, TotalCheck
+from parsers.chunked import (
+    CHUNK_BYTES,
+    Chunk,
+    check_encodings,
+    default_workers,
+    iter_chunks,
+    lines_of,
+    open_stream,
+    run_ordered,
+    work_dir,
+)
 from parsers.common import (
     ZIP_MAGIC,
     RowCheck,
     business_date,
     local_to_utc,
-    read_bytes,
-    read_lines,
     split_quarantine,
     zip_entry_name,
 )
 from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
 from recon.money import decimal_or_none, to_minor
+from recon.parts import write_part
+from recon.schema import empty_quarantine
 
 TXN_ID = "支付宝交易号"
 ORDER_ID = "商户订单号"
@@ -82,50 +95,148 @@ class AlipayBillParser:
     name: ClassVar[str] = "alipay_detail"
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
-        source, raw = _load(path)
-        lines = read_lines(path, raw)
-        del raw  # the lines hold the text now
-        header_line, columns = _header(source, lines)
-        exponent = CURRENCY_EXPONENTS[ctx.default_currency]
-        data = _fields(_data_lines(lines, header_line), columns)
-        staged = _stage(data, ctx, source, exponent)
-        rows, quarantine = split_quarantine(staged, _checks(len(columns)), path)
+        out = work_dir(ctx.work_dir)
+        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
+        with ExitStack() as stack:
+            source, stream = _open(path, stack)
+            chunks = iter_chunks(
+                source,
+                stream,
+                ctx.chunk_bytes or CHUNK_BYTES,
+                errors=ZIP_ERRORS,
+                what="corrupt zip",
+            )
+            header_line, columns, body = _split_header(source, chunks)
+            tasks = (
+                _Task(
+                    path,
+                    source,
+                    plain,
+                    header_line,
+                    columns,
+                    c,
+                    out / f"standard-part-{i:05d}.parquet",
+                )
+                for i, c in enumerate(_chain(body, chunks))
+            )
+            done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
+        check_encodings(source, [(d.first_line, d.encoding) for d in done])
         totals: list[TotalCheck] = []
         summary_line = None
         if ctx.check_totals:
-            complete = data.filter((pl.col("_n") == len(columns)) & pl.col("_ok"))
-            totals, summary_line = _totals(source, lines, header_line, complete, exponent)
+            hashes = pl.concat([d.hash_lines for d in done])
+            totals, summary_line = _totals(source, hashes, done)
+        quarantine = [d.quarantine for d in done if d.quarantine.height]
         return ParsedBill(
             path=path,
             layout=self.name,
-            rows=rows,
-            quarantine=quarantine,
-            rows_read=data.height,
+            rows_files=tuple(d.part for d in done),
+            n_rows=sum(d.n_rows for d in done),
+            quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
+            rows_read=sum(d.data_lines for d in done),
             totals=totals,
             summary_line=summary_line,
         )
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One chunk of lines after the column header (sent to a worker process)."""
+
+    path: Path
+    source: str
+    ctx: ParseContext
+    header_line: int
+    columns: list[str]
+    chunk: Chunk
+    part: Path
+
+
+@dataclass(frozen=True)
+class _Done:
+    part: Path
+    n_rows: int
+    data_lines: int
+    quarantine: pl.DataFrame
+    hash_lines: pl.DataFrame  # the chunk's '#' lines (line, text): the footer is among them
+    sums: dict[str, Decimal]  # per 业务类型: row count and exact sums of complete rows
+    encoding: str
+    first_line: int
+
+
+def _parse_chunk(task: _Task) -> _Done:
+    ctx, columns = task.ctx, task.columns
+    exponent = CURRENCY_EXPONENTS[ctx.default_currency]
+    lines, used = lines_of(task.source, task.chunk)
+    data = _fields(_data_lines(lines, task.header_line), columns)
+    staged = _stage(data, ctx, task.source, exponent)
+    rows, quarantine = split_quarantine(staged, _checks(len(columns)), task.path)
+    write_part(rows, task.part)
+    complete = data.filter((pl.col("_n") == len(columns)) & pl.col("_ok"))
+    hashes = lines.filter(pl.col("text").str.starts_with("#")).select("line", "text")
+    return _Done(
+        task.part,
+        rows.height,
+        data.height,
+        quarantine,
+        hashes,
+        _partial_sums(complete, exponent),
+        used,
+        task.chunk.first_line,
+    )
+
+
+def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    yield first
+    yield from rest
+
+
+# A preamble of '#' lines longer than this has no column header after it.
+_PREAMBLE_LIMIT = 4 << 20
+
+
+def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str], Chunk]:
+    """(header line, column names, the rest of the chunk holding the header)."""
+    held: list[Chunk] = []
+    for chunk in chunks:
+        held.append(chunk)
+        first = Chunk(held[0].index, held[0].first_line, b"".join(c.data for c in held), chunk.last)
+        lines, _ = lines_of(source, first)
+        text = pl.col("text")
+        if lines.filter(~text.str.starts_with("#"), text.str.strip_chars() != "").height:
+            break
+        if len(first.data) > _PREAMBLE_LIMIT:
+            break
+    header_line, columns = _header(source, lines)
+    data = first.data
+    cut = 0
+    for _ in range(header_line - first.first_line + 1):
+        cut = data.find(b"\n", cut) + 1
+        if cut == 0:  # the header is the last line
+            cut = len(data)
+            break
+    rest = Chunk(first.index, header_line + 1, data[cut:], first.last)
+    return header_line, columns, rest
+
+
 # --- input: zip, gzip or bare CSV -------------------------------------------------------------
 
 
-def _load(path: Path) -> tuple[str, bytes]:
-    """(source_file, bytes): the CSV itself, or the detail entry of an Alipay zip."""
-    data = read_bytes(path)
-    if data[:4] != ZIP_MAGIC:
-        return str(path), data
-    entry, data = _zip_detail(path, data)
-    return f"{path}!{entry}", data
-
-
-def _zip_detail(path: Path, data: bytes) -> tuple[str, bytes]:
+def _open(path: Path, stack: ExitStack) -> tuple[str, IO[bytes]]:
+    """(source_file, byte stream): the CSV itself, or the detail entry of an Alipay zip."""
+    stream = stack.enter_context(open_stream(path))
+    if stream.read(4) != ZIP_MAGIC:
+        stream.seek(0)
+        return str(path), stream
+    stream.seek(0)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = {zip_entry_name(i): i for i in zf.infolist() if not i.is_dir()}
-            name = _pick_entry(path, list(infos))
-            return name, zf.read(infos[name])
+        zf = stack.enter_context(zipfile.ZipFile(stream))
+        infos = {zip_entry_name(i): i for i in zf.infolist() if not i.is_dir()}
+        name = _pick_entry(path, list(infos))
+        entry = stack.enter_context(zf.open(infos[name]))
     except ZIP_ERRORS as exc:
         raise InputError(path, f"corrupt zip: {exc}") from None
+    return f"{path}!{name}", entry
 
 
 def _pick_entry(path: Path, names: list[str]) -> str:
@@ -268,35 +379,49 @@ def _bad(what: str, column: str) -> pl.Expr:
 # --- control totals from the footer ----------------------------------------------------------
 
 
-def _totals(
-    source: str, lines: pl.DataFrame, header_line: int, data: pl.DataFrame, exponent: int
-) -> tuple[list[TotalCheck], int]:
-    """The footer's counts and sums against every complete data row, quarantined ones too."""
-    minor = data.lazy().select(
+def _partial_sums(complete: pl.DataFrame, exponent: int) -> dict[str, Decimal]:
+    """Per 业务类型: how many complete rows, and the exact sums of their 商家实收 / 商家优惠."""
+    minor = complete.select(
         BIZ_TYPE,
         *(pl.col(c) for c in (RECEIVED, DISCOUNT)),
         *(to_minor(pl.col(c), exponent).alias(_minor(c)) for c in (RECEIVED, DISCOUNT)),
     )
+    sums: dict[str, Decimal] = {}
+    for kind in _FOOTERS:
+        rows = minor.filter(pl.col(BIZ_TYPE) == kind)
+        sums[f"{kind}:count"] = Decimal(rows.height)
+        for column in (RECEIVED, DISCOUNT):
+            sums[f"{kind}:{column}"] = _exact_sum(rows, column, exponent)
+    return sums
+
+
+def _totals(
+    source: str, hash_lines: pl.DataFrame, done: list[_Done]
+) -> tuple[list[TotalCheck], int]:
+    """The footer's counts and sums against every complete data row, quarantined ones too."""
+
+    def total(key: str) -> Decimal:
+        return sum((d.sums[key] for d in done), Decimal(0))
+
     checks: list[TotalCheck] = []
     summary_line = 0
     for kind, (label, pattern) in _FOOTERS.items():
-        line, count, received, discount = _footer(source, lines, header_line, label, pattern)
+        line, count, received, discount = _footer(source, hash_lines, label, pattern)
         if kind == PAYMENT:
             summary_line = line
-        rows = minor.filter(pl.col(BIZ_TYPE) == kind).collect()
         checks += [
-            TotalCheck(f"{label} 笔数", count, Decimal(rows.height)),
-            TotalCheck(f"{label} 商家实收", received, _exact_sum(rows, RECEIVED, exponent)),
-            TotalCheck(f"{label} 商家优惠", discount, _exact_sum(rows, DISCOUNT, exponent)),
+            TotalCheck(f"{label} 笔数", count, total(f"{kind}:count")),
+            TotalCheck(f"{label} 商家实收", received, total(f"{kind}:{RECEIVED}")),
+            TotalCheck(f"{label} 商家优惠", discount, total(f"{kind}:{DISCOUNT}")),
         ]
     return checks, summary_line
 
 
 def _footer(
-    source: str, lines: pl.DataFrame, header_line: int, label: str, pattern: re.Pattern[str]
+    source: str, hash_lines: pl.DataFrame, label: str, pattern: re.Pattern[str]
 ) -> tuple[int, Decimal, Decimal, Decimal]:
-    """(line, count, 商家实收, 商家优惠) of the '#<label>' footer line."""
-    found = lines.filter(pl.col("line") > header_line, pl.col("text").str.starts_with(f"#{label}"))
+    """(line, count, 商家实收, 商家优惠) of the '#<label>' footer line (after the header)."""
+    found = hash_lines.filter(pl.col("text").str.starts_with(f"#{label}"))
     if found.is_empty():
         raise InputError(source, f"no footer totals ({label}): bill incomplete?")
     line, text = int(found["line"][0]), str(found["text"][0]).strip()

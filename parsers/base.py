@@ -22,6 +22,11 @@ class ParseContext:
     status_map: Mapping[str, str] = field(default_factory=dict)
     default_currency: str = "CNY"
     check_totals: bool = True
+    # Where the standard rows are written as Parquet parts (a fresh temporary
+    # directory when None); big bills never sit in memory whole.
+    work_dir: Path | None = None
+    workers: int = 0  # processes for big bills; 0 = one per core
+    chunk_bytes: int = 0  # bytes of whole lines parsed at a time; 0 = parsers.chunked's default
 
 
 @dataclass(frozen=True)
@@ -41,18 +46,27 @@ class TotalCheck:
 class ParsedBill:
     path: Path
     layout: str
-    rows: pl.DataFrame  # recon.schema.StandardBill
+    rows_files: tuple[Path, ...]  # Parquet parts of recon.schema.StandardBill, in bill order
+    n_rows: int  # rows in those parts
     quarantine: pl.DataFrame  # recon.schema.QUARANTINE_SCHEMA
     rows_read: int  # data rows in the file, header and summary lines excluded
     totals: list[TotalCheck]
     summary_line: int | None = None  # where the bill's own totals are
 
+    @property
+    def rows(self) -> pl.LazyFrame:
+        """The standard rows, read lazily from the parts (collect only what you need)."""
+        from recon.parts import scan
+        from recon.schema import POLARS_SCHEMA
+
+        return scan(self.rows_files, POLARS_SCHEMA)
+
     def check_conservation(self) -> None:
         """Rows read = rows parsed + rows quarantined, or the parser lost something."""
-        if self.rows_read != self.rows.height + self.quarantine.height:
+        if self.rows_read != self.n_rows + self.quarantine.height:
             raise InputError(
                 self.path,
-                f"row conservation broken: read {self.rows_read}, parsed {self.rows.height}, "
+                f"row conservation broken: read {self.rows_read}, parsed {self.n_rows}, "
                 f"quarantined {self.quarantine.height}",
             )
 

@@ -9,7 +9,8 @@ by position, because WeChat has changed the layout over the years.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
@@ -17,17 +18,23 @@ from typing import ClassVar
 import polars as pl
 
 from parsers.base import ParseContext, ParsedBill, TotalCheck
-from parsers.common import (
-    RowCheck,
-    business_date,
-    local_to_utc,
-    read_bytes,
-    read_lines,
-    split_quarantine,
+from parsers.chunked import (
+    CHUNK_BYTES,
+    Chunk,
+    check_encodings,
+    default_workers,
+    iter_chunks,
+    lines_of,
+    open_stream,
+    run_ordered,
+    work_dir,
 )
+from parsers.common import RowCheck, business_date, local_to_utc, split_quarantine
 from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
 from recon.money import decimal_or_none, to_minor_by_currency
+from recon.parts import write_part
+from recon.schema import empty_quarantine
 
 SEP = ",`"  # between data values; a bare comma may occur inside goods names
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -423,15 +430,116 @@ def _decimal_loop(values: pl.Series, total: Decimal) -> Decimal:
     return total
 
 
-def control_totals(summary: Summary, fields: pl.DataFrame) -> list[TotalCheck]:
+@dataclass(frozen=True)
+class _Task:
+    """One chunk of data lines and what parsing it needs (sent to a worker process)."""
+
+    path: Path
+    ctx: ParseContext
+    layout: Layout
+    chunk: Chunk
+    part: Path
+
+
+@dataclass(frozen=True)
+class _Done:
+    part: Path
+    n_rows: int
+    data_lines: int
+    quarantine: pl.DataFrame
+    sums: dict[str, Decimal]  # exact sums of the summed columns over every data line
+    encoding: str
+    first_line: int
+
+
+def _parse_chunk(task: _Task) -> _Done:
+    lines, used = lines_of(task.path, task.chunk)
+    data = lines.filter(pl.col("text").str.strip_chars() != "")
+    fields = split_fields(data, task.layout.columns)
+    staged = stage(fields, task.layout, task.ctx, task.path)
+    rows, quarantine = split_quarantine(staged, row_checks(task.layout), task.path)
+    write_part(rows, task.part)
+    sources = {s for s in SUMMARY_SOURCES.values() if s in fields.columns}
+    sums = {s: decimal_sum(fields[s]) for s in sorted(sources)}
+    return _Done(task.part, rows.height, data.height, quarantine, sums, used, task.chunk.first_line)
+
+
+# The summary block starts with a line whose text, stripped, begins with 总交易单数.
+_SUMMARY_MARKS = tuple(SUMMARY_START.encode(e) for e in ("utf-8", "gb18030"))
+_BLANKS = b" \t\r\x0b\x0c"
+# More than this after the summary's first line cannot be a summary: stop reading there.
+_TAIL_LIMIT = 1 << 20
+
+
+def _summary_start(data: bytes) -> int | None:
+    """Offset of the first line of ``data`` that is the summary's header, if any."""
+    best: int | None = None
+    for mark in _SUMMARY_MARKS:
+        at = data.find(mark)
+        while at != -1:
+            line_start = data.rfind(b"\n", 0, at) + 1
+            if not data[line_start:at].strip(_BLANKS):
+                best = line_start if best is None else min(best, line_start)
+                break
+            at = data.find(mark, at + 1)
+    return best
+
+
+class _Reader:
+    """Splits the stream into the header line, body chunks and the summary tail."""
+
+    def __init__(self, path: Path, chunks: Iterator[Chunk]) -> None:
+        self.path, self.chunks = path, chunks
+        self.tail: list[Chunk] = []
+
+    def header(self) -> tuple[str, Chunk]:
+        first = next(self.chunks)
+        end = first.data.find(b"\n")
+        head_bytes = first.data if end == -1 else first.data[: end + 1]
+        rest = b"" if end == -1 else first.data[end + 1 :]
+        head = Chunk(0, 1, head_bytes, last=end == -1 and first.last)
+        lines, _ = lines_of(self.path, head)
+        body = Chunk(first.index, 2, rest, last=first.last)
+        return str(lines.item(0, "text")), body
+
+    def body(self, first: Chunk) -> Iterator[Chunk]:
+        for chunk in _chain(first, self.chunks):
+            if self.tail:  # past the summary's start: all tail, up to a limit
+                if sum(len(c.data) for c in self.tail) < _TAIL_LIMIT:
+                    self.tail.append(chunk)
+                continue
+            at = _summary_start(chunk.data)
+            if at is None:
+                yield chunk
+                continue
+            before = chunk.data[:at]
+            if before:
+                yield Chunk(chunk.index, chunk.first_line, before, last=False)
+            first_tail_line = chunk.first_line + before.count(b"\n")
+            self.tail.append(Chunk(chunk.index, first_tail_line, chunk.data[at:], chunk.last))
+
+    def tail_lines(self) -> pl.DataFrame:
+        frames = [lines_of(self.path, c)[0] for c in self.tail]
+        if not frames:
+            return pl.DataFrame(schema={"line": pl.Int64, "text": pl.String})
+        return pl.concat(frames)
+
+
+def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    yield first
+    yield from rest
+
+
+def _totals(summary: Summary, done: list[_Done]) -> list[TotalCheck]:
     """The bill's own totals against the raw values of every data row, quarantined or not."""
+    lines = sum(d.data_lines for d in done)
     checks = []
     for name, expected in summary.figures.items():
         if name == SUMMARY_START:
-            actual = Decimal(fields.height)
+            actual = Decimal(lines)
         elif name in SUMMARY_SOURCES:
             source = SUMMARY_SOURCES[name]
-            actual = decimal_sum(fields[source]) if source in fields.columns else Decimal(0)
+            actual = sum((d.sums.get(source, Decimal(0)) for d in done), Decimal(0))
         else:
             continue  # a figure we do not know how to recompute
         checks.append(TotalCheck(name, expected, actual))
@@ -442,20 +550,28 @@ class WechatPayV2Parser:
     name: ClassVar[str] = "wechatpay_v2"
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
-        lines = read_lines(path, read_bytes(path))
-        layout = detect_layout(path, lines.item(0, "text"))
-        summary = find_summary(path, lines)
-        in_body = pl.col("line").is_between(2, summary.header_line - 1)
-        data = lines.filter(in_body & (pl.col("text").str.strip_chars() != ""))
-        fields = split_fields(data, layout.columns)
-        staged = stage(fields, layout, ctx, path)
-        rows, quarantine = split_quarantine(staged, row_checks(layout), path)
+        out = work_dir(ctx.work_dir)
+        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
+        with open_stream(path) as stream:
+            reader = _Reader(path, iter_chunks(path, stream, ctx.chunk_bytes or CHUNK_BYTES))
+            header, first = reader.header()
+            layout = detect_layout(path, header)
+            tasks = (
+                _Task(path, plain, layout, c, out / f"standard-part-{i:05d}.parquet")
+                for i, c in enumerate(reader.body(first))
+            )
+            done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
+            tail = reader.tail_lines()
+        check_encodings(path, [(d.first_line, d.encoding) for d in done])
+        summary = find_summary(path, tail)
+        quarantine = [d.quarantine for d in done if d.quarantine.height]
         return ParsedBill(
             path=path,
             layout=layout.name,
-            rows=rows,
-            quarantine=quarantine,
-            rows_read=data.height,
-            totals=control_totals(summary, fields),
+            rows_files=tuple(d.part for d in done),
+            n_rows=sum(d.n_rows for d in done),
+            quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
+            rows_read=sum(d.data_lines for d in done),
+            totals=_totals(summary, done),
             summary_line=summary.values_line,
         )

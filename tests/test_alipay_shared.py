@@ -55,13 +55,13 @@ def test_sample_parses_cleanly(path: Path) -> None:
     bill.check_conservation()
     bill.check_totals()
     assert bill.quarantine.is_empty()
-    assert (bill.rows_read, bill.rows.height) == (10, 10)
+    assert (bill.rows_read, bill.rows.collect().height) == (10, 10)
     figures = {t.name: t.expected for t in bill.totals}
     assert figures["交易合计 笔数"] == 6
     assert figures["交易合计 商家实收"] == Decimal("0.06")
     assert figures["退款合计 笔数"] == 4
     assert figures["退款合计 商家实收"] == Decimal("-0.04")
-    assert bill.rows["txn_type"].value_counts().sort("txn_type").rows() == [
+    assert bill.rows.collect()["txn_type"].value_counts().sort("txn_type").rows() == [
         ("payment", 6),
         ("refund", 4),
     ]
@@ -70,7 +70,7 @@ def test_sample_parses_cleanly(path: Path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_sample_matches_golden(path: Path) -> None:
     golden = GOLDEN / f"{path.stem}.csv"
-    got = portable(parse(path).rows).write_csv()
+    got = portable(parse(path).rows.collect()).write_csv()
     if os.environ.get("RECON_UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(got, encoding="utf-8")
@@ -80,7 +80,7 @@ def test_sample_matches_golden(path: Path) -> None:
 
 
 def test_gbk_and_utf8_copies_agree() -> None:
-    gbk, utf8 = parse(sample("gbk")).rows, parse(sample("utf8")).rows
+    gbk, utf8 = parse(sample("gbk")).rows.collect(), parse(sample("utf8")).rows.collect()
     assert gbk.drop("source_file").equals(utf8.drop("source_file"))
 
 
@@ -103,5 +103,9 @@ def test_sample_zipped_as_alipay_does(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue())
     bill = parse(path)
     bill.check_totals()
-    assert set(bill.rows["source_file"]) == {f"{path}!{entry}"}
-    assert bill.rows.drop("source_file").equals(parse(src).rows.drop("source_file"))
+    assert set(bill.rows.collect()["source_file"]) == {f"{path}!{entry}"}
+    assert (
+        bill.rows.collect()
+        .drop("source_file")
+        .equals(parse(src).rows.collect().drop("source_file"))
+    )

@@ -99,7 +99,7 @@ SUMMARY_CSV = "#支付宝业务汇总查询\n门店编号,门店名称,交易订
 
 
 def without_source(bill: ParsedBill) -> pl.DataFrame:
-    return bill.rows.drop("source_file")
+    return bill.rows.collect().drop("source_file")
 
 
 # --- the standard bill ------------------------------------------------------------------------
@@ -114,12 +114,14 @@ def test_utf8_bill_maps_payments_and_refunds() -> None:
     bill = parse(path)
     bill.check_conservation()
     bill.check_totals()
-    assert bill.rows.schema == pl.Schema(POLARS_SCHEMA)
+    assert bill.rows.collect().schema == pl.Schema(POLARS_SCHEMA)
     assert bill.quarantine.is_empty()
     assert (bill.rows_read, bill.summary_line, bill.layout) == (5, 12, "alipay_detail")
-    got = bill.rows.select(
-        "txn_type", "merchant_order_id", "merchant_refund_id", "amount_minor", "fee_minor"
-    ).rows()
+    got = (
+        bill.rows.collect()
+        .select("txn_type", "merchant_order_id", "merchant_refund_id", "amount_minor", "fee_minor")
+        .rows()
+    )
     assert got == [
         ("payment", "000123", "", 10000, 60),
         ("payment", "000124", "", 5000, 27),
@@ -127,20 +129,26 @@ def test_utf8_bill_maps_payments_and_refunds() -> None:
         ("refund", "000123", "0000RF002", 2000, -12),
         ("payment", "0000000125", "", 1, 0),  # empty 服务费
     ]
-    first = bill.rows.row(0, named=True)
+    first = bill.rows.collect().row(0, named=True)
     assert first["channel_txn_id"] == "2024030122001400000000000001"  # TAB stripped
-    assert bill.rows["channel_txn_id"][4] == "0024030122001400000000000003"  # zeros kept
-    assert set(bill.rows["channel_refund_id"]) == {""}
-    assert set(bill.rows["channel"]) == {"alipay"}
-    assert set(bill.rows["currency"]) == {"CNY"}
-    assert bill.rows["channel_status"].to_list() == ["交易", "交易", "退款", "退款", "交易"]
-    assert set(bill.rows["status"]) == {"SUCCESS"}
-    assert bill.rows["source_line"].to_list() == list(range(6, 11))
-    assert set(bill.rows["source_file"]) == {str(path)}
+    assert bill.rows.collect()["channel_txn_id"][4] == "0024030122001400000000000003"  # zeros kept
+    assert set(bill.rows.collect()["channel_refund_id"]) == {""}
+    assert set(bill.rows.collect()["channel"]) == {"alipay"}
+    assert set(bill.rows.collect()["currency"]) == {"CNY"}
+    assert bill.rows.collect()["channel_status"].to_list() == [
+        "交易",
+        "交易",
+        "退款",
+        "退款",
+        "交易",
+    ]
+    assert set(bill.rows.collect()["status"]) == {"SUCCESS"}
+    assert bill.rows.collect()["source_line"].to_list() == list(range(6, 11))
+    assert set(bill.rows.collect()["source_file"]) == {str(path)}
 
 
 def test_trade_time_is_utc_and_business_date_local() -> None:
-    rows = parse(FIXTURES / "detail.utf8.csv").rows
+    rows = parse(FIXTURES / "detail.utf8.csv").rows.collect()
     utc = dt.UTC
     # 2024-03-02 01:30 in Shanghai is still 2024-03-01 in UTC.
     assert rows["trade_time"][1] == dt.datetime(2024, 3, 1, 17, 30, tzinfo=utc)
@@ -161,14 +169,16 @@ def test_gzipped_bill(tmp_path: Path) -> None:
     bill = parse(path)
     bill.check_totals()
     assert without_source(bill).equals(without_source(parse(FIXTURES / "detail.gbk.csv")))
-    assert set(bill.rows["source_file"]) == {str(path)}
+    assert set(bill.rows.collect()["source_file"]) == {str(path)}
 
 
 def test_excel_resaved_times(tmp_path: Path) -> None:
     times = ["2024/03/02 01:30:00", "2024/3/2 1:30", "2024-03-02 01:30:00"]
     bill = parse(write_bill(tmp_path, [row(完成时间=t) for t in times], footer(3, "3.00")))
     assert bill.quarantine.is_empty()
-    assert set(bill.rows["trade_time"]) == {dt.datetime(2024, 3, 1, 17, 30, tzinfo=dt.UTC)}
+    assert set(bill.rows.collect()["trade_time"]) == {
+        dt.datetime(2024, 3, 1, 17, 30, tzinfo=dt.UTC)
+    }
 
 
 def test_columns_found_by_name(tmp_path: Path) -> None:
@@ -177,21 +187,21 @@ def test_columns_found_by_name(tmp_path: Path) -> None:
     data = ",".join([*(line[c] for c in reversed(COLUMNS)), "x"])
     bill = parse(write_bill(tmp_path, [data], header=",".join(cols)))
     bill.check_totals()
-    assert bill.rows.select("merchant_order_id", "amount_minor").rows() == [("R1", 100)]
+    assert bill.rows.collect().select("merchant_order_id", "amount_minor").rows() == [("R1", 100)]
 
 
 def test_quoted_fields_tolerated(tmp_path: Path) -> None:
     bill = parse(write_bill(tmp_path, [row(商户订单号='"00M1"\t', 商品名称='"A, ""B"""')]))
     bill.check_totals()
     assert bill.quarantine.is_empty()
-    assert bill.rows["merchant_order_id"].to_list() == ["00M1"]
+    assert bill.rows.collect()["merchant_order_id"].to_list() == ["00M1"]
 
 
 def test_empty_bill(tmp_path: Path) -> None:
     bill = parse(write_bill(tmp_path, [], footer(0, "0.00")))
     bill.check_totals()
     bill.check_conservation()
-    assert (bill.rows_read, bill.rows.height) == (0, 0)
+    assert (bill.rows_read, bill.rows.collect().height) == (0, 0)
 
 
 # --- zip as downloaded ------------------------------------------------------------------------
@@ -207,14 +217,14 @@ def test_zip_with_gbk_entry_names(tmp_path: Path) -> None:
         assert zf.namelist()[1] == DETAIL_ENTRY.encode("gbk").decode("cp437")
     bill = parse(path)
     bill.check_totals()
-    assert set(bill.rows["source_file"]) == {f"{path}!{DETAIL_ENTRY}"}
+    assert set(bill.rows.collect()["source_file"]) == {f"{path}!{DETAIL_ENTRY}"}
     assert without_source(bill).equals(without_source(parse(FIXTURES / "detail.gbk.csv")))
 
 
 def test_zip_with_a_single_csv(tmp_path: Path) -> None:
     path = tmp_path / "bill.zip"
     path.write_bytes(alipay_zip({"export.csv": (FIXTURES / "detail.gbk.csv").read_bytes()}))
-    assert parse(path).rows.height == 5
+    assert parse(path).rows.collect().height == 5
 
 
 @pytest.mark.parametrize(
@@ -258,7 +268,7 @@ def test_bad_rows_quarantined_with_line_and_column() -> None:
     bill.check_conservation()
     bill.check_totals()  # quarantined rows still count in the bill's totals
     assert bill.quarantine.schema == pl.Schema(QUARANTINE_SCHEMA)
-    assert bill.rows["merchant_order_id"].to_list() == ["B001"]
+    assert bill.rows.collect()["merchant_order_id"].to_list() == ["B001"]
     got = bill.quarantine.select("source_line", "column", "reason").rows()
     assert got == [
         (7, "订单金额（元）", 'not an amount: "12.3x"'),
@@ -353,7 +363,7 @@ def test_unrecognised_footer(tmp_path: Path) -> None:
 def test_footer_not_required_when_totals_unchecked(tmp_path: Path) -> None:
     ctx = ParseContext(channel="alipay", timezone="Asia/Shanghai", check_totals=False)
     bill = AlipayBillParser().parse(write_bill(tmp_path, [row()], []), ctx)
-    assert (bill.rows.height, bill.totals) == (1, [])
+    assert (bill.rows.collect().height, bill.totals) == (1, [])
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def fixture_text(name: str) -> str:
 
 
 def picked(bill: ParsedBill, *columns: str) -> list[tuple[object, ...]]:
-    return bill.rows.select(columns).rows()
+    return bill.rows.collect().select(columns).rows()
 
 
 def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
@@ -54,8 +54,8 @@ def test_all_layout_maps_payments_and_refunds() -> None:
     bill.check_totals()
     assert (bill.layout, bill.rows_read, bill.summary_line) == ("ALL", 4, 8)
     assert bill.quarantine.height == 0
-    assert bill.rows.columns == list(COLUMNS)
-    assert dict(bill.rows.schema) == POLARS_SCHEMA
+    assert bill.rows.collect().columns == list(COLUMNS)
+    assert dict(bill.rows.collect().schema) == POLARS_SCHEMA
     assert picked(
         bill,
         "source_line",
@@ -75,8 +75,8 @@ def test_all_layout_maps_payments_and_refunds() -> None:
         (5, "refund", "4200000001202403011111111111", "50300000012024030100000001", "ORD-0001", "RF-0001", 3000, -18, "CNY", "SUCCESS", "SUCCESS"),
         (6, "payment", "4200000003202403010000000003", "", "ORD-0003", "", 500, 3, "CNY", "REVOKED", "REVOKED"),
     ]  # fmt: skip
-    assert set(bill.rows["channel"]) == {"wechatpay"}
-    assert set(bill.rows["source_file"]) == {str(FIXTURES / "all_mixed.csv")}
+    assert set(bill.rows.collect()["channel"]) == {"wechatpay"}
+    assert set(bill.rows.collect()["source_file"]) == {str(FIXTURES / "all_mixed.csv")}
 
 
 def test_all_layout_times_are_utc_with_local_business_date() -> None:
@@ -91,7 +91,7 @@ def test_all_layout_times_are_utc_with_local_business_date() -> None:
 
 
 def test_ids_keep_leading_zeros_and_lose_blanks() -> None:
-    row = parse("all_mixed.csv").rows.filter(pl.col("source_line") == 3)
+    row = parse("all_mixed.csv").rows.collect().filter(pl.col("source_line") == 3)
     assert row["channel_txn_id"].item() == "0042000002202403021234567890"
     assert row["merchant_order_id"].item() == "000123"  # written as "  000123 "
 
@@ -132,7 +132,7 @@ def test_status_map_translates_and_unknown_statuses_pass_through() -> None:
 
 def test_gzip_copy_parses_like_the_plain_file() -> None:
     plain, gz = parse("all_mixed.csv"), parse("all_mixed.csv.gz")
-    assert gz.rows.drop("source_file").equals(plain.rows.drop("source_file"))
+    assert gz.rows.collect().drop("source_file").equals(plain.rows.collect().drop("source_file"))
     assert gz.totals == plain.totals
     gz.check_totals()
 
@@ -159,7 +159,7 @@ def test_success_layout_quarantines_a_refund_row(tmp_path: Path) -> None:
     text = fixture_text("success.csv").replace("`JSAPI,`SUCCESS", "`JSAPI,`REFUND", 1)
     bill = parse_text(tmp_path, text)
     assert bill.quarantine.select("source_line", "column").rows() == [(2, "交易状态")]
-    assert bill.rows["merchant_order_id"].to_list() == ["S-2"]
+    assert bill.rows.collect()["merchant_order_id"].to_list() == ["S-2"]
 
 
 def test_refund_layout_uses_refund_success_time_when_present() -> None:
@@ -267,7 +267,7 @@ def test_summary_value_that_is_not_a_number(tmp_path: Path) -> None:
 def test_bad_rows_are_quarantined_with_line_column_and_value() -> None:
     bill = parse("bad_rows.csv")
     bill.check_conservation()
-    assert bill.rows["source_line"].to_list() == [2]
+    assert bill.rows.collect()["source_line"].to_list() == [2]
     assert bill.quarantine.select("source_line", "column", "reason").rows() == [
         (3, "订单金额", "not an exact CNY amount: '12.345'"),
         (4, "交易时间", "not a time (%Y-%m-%d %H:%M:%S): '2024-02-30 10:02:00'"),

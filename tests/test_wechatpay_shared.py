@@ -48,10 +48,14 @@ def parse(path: Path) -> ParsedBill:
 
 def as_golden_csv(bill: ParsedBill) -> str:
     """The standard bill as CSV; source_file reduced to the name so goldens are portable."""
-    return bill.rows.with_columns(
-        pl.col("trade_time").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%:z"),
-        pl.lit(bill.path.name).alias("source_file"),
-    ).write_csv()
+    return (
+        bill.rows.collect()
+        .with_columns(
+            pl.col("trade_time").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%:z"),
+            pl.lit(bill.path.name).alias("source_file"),
+        )
+        .write_csv()
+    )
 
 
 def test_every_sample_is_classified() -> None:
@@ -63,8 +67,8 @@ def test_sample_parses_without_quarantine(path: Path) -> None:
     bill = parse(path)
     bill.check_conservation()
     assert bill.quarantine.height == 0, bill.quarantine.rows()
-    assert bill.rows.height == bill.rows_read >= 1
-    assert set(bill.rows["source_file"]) == {str(path)}
+    assert bill.rows.collect().height == bill.rows_read >= 1
+    assert set(bill.rows.collect()["source_file"]) == {str(path)}
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)

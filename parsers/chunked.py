@@ -1,0 +1,201 @@
+"""Big bills in bounded memory: whole lines in chunks, parsed side by side.
+
+A bill is read as a byte stream (plain, gunzipped or a zip entry) in chunks of whole
+lines. Each chunk is decoded, split and checked on its own, and its standard rows
+go to a Parquet part; only quarantined rows, counts and exact partial sums come
+back. A chunk knows the physical line number it starts at, so every row keeps its
+true line. Small bills (one chunk) are parsed in the calling process; bigger ones
+in a pool of processes, a few chunks in flight at a time, results in file order.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures as cf
+import gzip
+import multiprocessing
+import os
+import tempfile
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeVar, cast
+
+import polars as pl
+
+from parsers.common import GZIP_MAGIC, decode
+from recon.errors import InputError
+
+# Lines per chunk follow from this: about 120,000 WeChat lines. A chunk expands to
+# several times its size while parsed, times the chunks in flight.
+CHUNK_BYTES = 32 << 20
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def open_stream(path: Path) -> IO[bytes]:
+    """The file's bytes as a stream, gunzipped when gzip; unreadable is an InputError."""
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if raw.read(2) == GZIP_MAGIC:
+        raw.seek(0)
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    raw.seek(0)
+    return raw
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    first_line: int  # physical line number of the chunk's first line
+    data: bytes  # whole lines; only the file's last chunk may end without a newline
+    last: bool
+
+
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+
+
+def iter_chunks(
+    path: Path | str,
+    stream: IO[bytes],
+    size: int = CHUNK_BYTES,
+    first_line: int = 1,
+    *,
+    errors: tuple[type[BaseException], ...] = _STREAM_ERRORS,
+    what: str = "corrupt or truncated compressed data",
+) -> Iterator[Chunk]:
+    """Whole lines, ``size`` bytes or so at a time. '\\n' never occurs inside a UTF-8,
+    GBK or GB18030 character, so cutting at it never splits one."""
+    carry, index, line = b"", 0, first_line
+    while True:
+        try:
+            block = stream.read(size)
+        except errors as exc:
+            raise InputError(path, f"{what}: {exc}") from None
+        if not block:
+            if carry or index == 0:
+                yield Chunk(index, line, carry, last=True)
+            return
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # no line end yet: keep reading
+            carry = data
+            continue
+        carry = data[cut:]
+        whole = data[:cut]
+        # The final chunk is the one with nothing after it; peek by reading on first.
+        yield Chunk(index, line, whole, last=False)
+        line += whole.count(b"\n")
+        index += 1
+
+
+def lines_of(
+    path: Path | str, chunk: Chunk, encodings: tuple[str, ...] = ("utf-8-sig", "gb18030")
+) -> tuple[pl.DataFrame, str]:
+    """(``line``/``text`` frame of the chunk's physical lines, encoding used).
+
+    The encoding is ``ascii`` for pure-ASCII chunks (every candidate reads them alike).
+    A chunk ending in a newline has no line after it; the file's last chunk keeps the
+    empty line a trailing newline leaves, as reading the file whole does.
+    """
+    frame, used = _decoded_lines(Path(path), chunk.data, chunk.first_line, encodings)
+    if not chunk.last and frame.height:
+        frame = frame.head(frame.height - 1)  # the empty piece after the final newline
+    return frame, used
+
+
+def _decoded_lines(
+    path: Path, data: bytes, first_line: int, encodings: tuple[str, ...]
+) -> tuple[pl.DataFrame, str]:
+    """UTF-8 is checked, not decoded: polars validates it as strictly as Python's codec
+    and keeps the bytes as they are; other encodings go through Python's codec."""
+    for enc in ("ascii",) if data.isascii() else encodings:
+        if enc in ("ascii", "utf-8", "utf-8-sig"):
+            bom = enc == "utf-8-sig" and data.startswith(codecs.BOM_UTF8)
+            try:
+                return _split(data[len(codecs.BOM_UTF8) :] if bom else data, first_line), enc
+            except pl.exceptions.ComputeError:
+                continue
+        try:
+            return _split(data.decode(enc).encode("utf-8"), first_line), enc
+        except UnicodeDecodeError:
+            continue
+    decode(path, data, encodings)  # raises the usual InputError
+    raise AssertionError("unreachable")
+
+
+def _split(utf8: bytes, first_line: int) -> pl.DataFrame:
+    text = pl.Series("text", [utf8], dtype=pl.Binary).cast(pl.String)
+    s = text.str.split("\n").explode()
+    df = pl.DataFrame(s).with_columns(pl.col("text").str.strip_suffix("\r"))
+    return df.with_row_index("line", offset=first_line).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def check_encodings(path: Path | str, used: Iterable[tuple[int, str]]) -> None:
+    """One file, one encoding: a chunk read as GB18030 after one read as UTF-8 (or the
+    other way) means a mixed file, whose text cannot be trusted."""
+    seen: dict[str, int] = {}
+    for line, enc in used:
+        if enc == "ascii":
+            continue
+        key = "utf-8" if enc.startswith("utf-8") else enc
+        seen.setdefault(key, line)
+        if len(seen) > 1:
+            (a, la), (b, lb) = list(seen.items())[:2]
+            raise InputError(
+                path, f"mixed encodings: {a} from line {la}, {b} from line {lb}", line=lb
+            )
+
+
+def work_dir(given: Path | None) -> Path:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return given
+    return Path(tempfile.mkdtemp(prefix="recon-bill-"))
+
+
+def default_workers(requested: int) -> int:
+    return requested if requested > 0 else max(1, min(4, os.cpu_count() or 1))
+
+
+def run_ordered(
+    fn: Callable[[T], R], tasks: Iterable[T], workers: int, in_flight: int | None = None
+) -> Iterator[R]:
+    """``map(fn, tasks)`` in order; in a process pool when there is more than one task.
+
+    At most ``in_flight`` tasks (default: workers + 1) are submitted ahead of the one
+    being waited for, so the chunks held in memory stay few whatever the file size.
+    """
+    it = iter(tasks)
+    first = next(it, None)
+    if first is None:
+        return
+    second = next(it, None)
+    if second is None or workers <= 1:
+        yield fn(first)
+        if second is not None:
+            yield fn(second)
+            yield from map(fn, it)
+        return
+    limit = in_flight or workers + 1
+    # spawn, not fork: polars and DuckDB run threads, which fork would copy half-alive.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[cf.Future[R]] = deque()
+        for task in (first, second):
+            pending.append(pool.submit(fn, task))
+        for task in it:
+            while len(pending) >= limit:
+                yield pending.popleft().result()
+            pending.append(pool.submit(fn, task))
+        try:
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

@@ -1,0 +1,136 @@
+"""A bill parsed in chunks (and in worker processes) equals the bill parsed whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parsers import get_parser
+from parsers.base import ParseContext, ParsedBill
+from parsers.chunked import Chunk, iter_chunks, open_stream
+from recon.errors import InputError
+from recon.rules import load_rules
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RULES = load_rules()
+WECHAT = [
+    "all_mixed.csv",
+    "all_mixed.csv.gz",
+    "bad_rows.csv",
+    "legacy.csv",
+    "refund.csv",
+    "success.csv",
+]
+ALIPAY = ["bad_rows.csv", "detail.gbk.csv", "detail.utf8.csv"]
+CASES = [("wechatpay", FIXTURES / "wechatpay" / n) for n in WECHAT] + [
+    ("alipay", FIXTURES / "alipay" / n) for n in ALIPAY
+]
+
+
+def ctx(channel: str, tmp: Path, **kw: Any) -> ParseContext:
+    rules = RULES.channel(channel)
+    base = ParseContext(channel, rules.timezone, status_map=rules.status_map, work_dir=tmp)
+    return dataclasses.replace(base, **kw)
+
+
+def parse(channel: str, path: Path, tmp: Path, **kw: Any) -> ParsedBill:
+    parser = get_parser(RULES.channel(channel).parser)
+    return parser.parse(path, ctx(channel, tmp, **kw))
+
+
+def same(a: ParsedBill, b: ParsedBill) -> None:
+    assert a.rows.collect().equals(b.rows.collect())
+    assert a.quarantine.equals(b.quarantine)
+    assert (a.rows_read, a.n_rows, a.layout) == (b.rows_read, b.n_rows, b.layout)
+    assert [(t.name, t.expected, t.actual) for t in a.totals] == [
+        (t.name, t.expected, t.actual) for t in b.totals
+    ]
+    assert a.summary_line == b.summary_line
+
+
+@pytest.mark.parametrize(("channel", "path"), CASES, ids=lambda c: str(c).rsplit("/", 1)[-1])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(size=st.integers(min_value=1, max_value=2000))
+def test_any_chunk_size_gives_the_whole_parse(
+    channel: str, path: Path, size: int, tmp_path: Path
+) -> None:
+    whole = parse(channel, path, tmp_path / "whole")
+    chunked = parse(channel, path, tmp_path / f"c{size}", chunk_bytes=size, workers=1)
+    same(whole, chunked)
+    if size < path.stat().st_size // 2:
+        assert len(chunked.rows_files) > 1  # really more than one chunk
+
+
+def test_worker_processes_give_the_whole_parse(tmp_path: Path) -> None:
+    """The process pool: results come back in file order, line numbers intact."""
+    for channel, path in [CASES[0], CASES[2], CASES[-2]]:
+        whole = parse(channel, path, tmp_path / "whole")
+        pooled = parse(channel, path, tmp_path / "pool", chunk_bytes=300, workers=2)
+        assert len(pooled.rows_files) > 2
+        same(whole, pooled)
+
+
+def test_summary_split_across_chunks_still_checks_totals(tmp_path: Path) -> None:
+    """Every line its own chunk: the summary header and values arrive apart."""
+    path = FIXTURES / "wechatpay" / "bad_totals.csv"
+    whole = parse("wechatpay", path, tmp_path / "w")
+    chunked = parse("wechatpay", path, tmp_path / "c", chunk_bytes=1, workers=1)
+    same(whole, chunked)
+    with pytest.raises(InputError, match="control totals do not match"):
+        chunked.check_totals()
+
+
+def test_alipay_zip_streams_its_detail_entry(tmp_path: Path) -> None:
+    path = FIXTURES / "alipay" / "detail.gbk.csv"
+    zipped = tmp_path / "bill.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("20880000_业务明细.csv", path.read_bytes())
+    whole = parse("alipay", zipped, tmp_path / "w")
+    chunked = parse("alipay", zipped, tmp_path / "c", chunk_bytes=100, workers=1)
+    same(whole, chunked)
+    assert whole.n_rows == parse("alipay", path, tmp_path / "p").n_rows
+
+
+def test_mixed_encodings_are_refused(tmp_path: Path) -> None:
+    """A UTF-8 bill with a GBK line in a later chunk is bad input, named by line."""
+    src = (FIXTURES / "wechatpay" / "all_mixed.csv").read_text(encoding="utf-8").splitlines()
+    gbk_line = src[2].encode("utf-8").decode("utf-8").encode("gb18030")
+    body = "\n".join(src[:2]).encode("utf-8") + b"\n" + gbk_line + b"\n"
+    body += "\n".join(src[3:]).encode("utf-8") + b"\n"
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(body)
+    with pytest.raises(InputError, match="mixed encodings") as err:
+        parse("wechatpay", path, tmp_path / "c", chunk_bytes=1, workers=1)
+    assert err.value.line == 3
+
+
+def test_chunks_cut_only_at_line_ends(tmp_path: Path) -> None:
+    data = "一行\n二行\r\n\n最后一行没有换行".encode("gb18030")
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(gzip.compress(data))
+    with open_stream(path) as stream:
+        chunks = list(iter_chunks(path, stream, size=3))
+    assert b"".join(c.data for c in chunks) == data
+    assert all(c.data.endswith(b"\n") for c in chunks[:-1])
+    before = [b"".join(c.data for c in chunks[:i]).count(b"\n") for i in range(len(chunks))]
+    assert [c.first_line for c in chunks] == [1 + n for n in before]
+    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert len(chunks) >= 3
+    assert chunks == [Chunk(i, c.first_line, c.data, c.last) for i, c in enumerate(chunks)]
+
+
+def test_parts_hold_the_standard_columns(tmp_path: Path) -> None:
+    bill = parse("wechatpay", FIXTURES / "wechatpay" / "all_mixed.csv", tmp_path)
+    for part in bill.rows_files:
+        assert part.parent == tmp_path
+        assert pl.read_parquet_schema(part) == dict(bill.rows.collect_schema())
