@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -11,8 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recon import ledger
 from recon.errors import InputError
-from recon.ledger import LEDGER_COLUMNS, LedgerDay, load_ledger_day
+from recon.ledger import LEDGER_COLUMNS, LEDGER_ROW_SCHEMA, LedgerDay, load_ledger_day
+from recon.schema import QUARANTINE_SCHEMA
 
 SH = "Asia/Shanghai"
 D1 = dt.date(2024, 3, 1)
@@ -66,11 +69,22 @@ def write(tmp_path: Path, rows: list[dict[str, str]], kind: str) -> Path:
 
 
 def load(path: Path, day: dt.date = D1, channel: str = "wechatpay", tz: str = SH) -> LedgerDay:
-    return load_ledger_day(path, channel, tz, day)
+    ld = load_ledger_day(path, channel, tz, day, path.parent / "work")
+    assert ld.rows_files, "a load always leaves at least one part"
+    for part in ld.rows_files:
+        assert part.is_file()
+        assert pl.read_parquet_schema(part) == LEDGER_ROW_SCHEMA
+    return ld
+
+
+def day_rows(ld: LedgerDay) -> pl.DataFrame:
+    got = ld.rows.collect()
+    assert got.height == ld.n_rows
+    return got
 
 
 def orders(ld: LedgerDay) -> list[str]:
-    return list(ld.rows["merchant_order_id"])
+    return day_rows(ld)["merchant_order_id"].to_list()
 
 
 def quarantined(ld: LedgerDay) -> list[tuple[int, str, str]]:
@@ -81,8 +95,11 @@ def quarantined(ld: LedgerDay) -> list[tuple[int, str, str]]:
 
 
 def assert_conserved(ld: LedgerDay) -> None:
-    assert ld.rows_read == ld.rows.height + ld.quarantine.height + ld.rows_other
-    assert ld.rows_channel_day == ld.rows.height + ld.quarantine.height
+    n_rows = day_rows(ld).height
+    assert ld.rows_read == n_rows + ld.quarantine.height + ld.rows_other
+    assert ld.rows_channel_day == n_rows + ld.quarantine.height
+    assert ld.quarantine.schema == QUARANTINE_SCHEMA
+    assert ld.quarantine["source_line"].is_sorted()
 
 
 # --- the business day ------------------------------------------------------------------
@@ -119,14 +136,14 @@ def test_each_row_lands_on_its_business_day_in_shanghai(tmp_path: Path, kind: st
     days = {D1: load(path, D1), D2: load(path, D2)}
     for i, (text, day, instant) in enumerate(INSTANTS):
         ld, other = days[day], days[D2 if day == D1 else D1]
-        got = ld.rows.filter(pl.col("merchant_order_id") == f"O{i}")
+        got = day_rows(ld).filter(pl.col("merchant_order_id") == f"O{i}")
         assert got.height == 1, f"{text!r} should be on {day}"
         assert got["created_at"].item() == instant, text
         assert f"O{i}" not in orders(other), text
     for ld in days.values():
         assert ld.quarantine.height == 0
         assert_conserved(ld)
-    assert days[D1].rows.height + days[D2].rows.height == len(INSTANTS)
+    assert days[D1].n_rows + days[D2].n_rows == len(INSTANTS)
 
 
 def test_the_channel_time_zone_decides_the_day(tmp_path: Path) -> None:
@@ -171,7 +188,7 @@ def test_rows_carry_their_lineage(tmp_path: Path) -> None:
     ]
     path = write_csv(tmp_path / "l.csv", rows)
     ld = load(path)
-    assert ld.rows.select("merchant_order_id", "origin_file", "origin_line").rows() == [
+    assert day_rows(ld).select("merchant_order_id", "origin_file", "origin_line").rows() == [
         ("A", str(path), 2),  # data row 2 (header excluded)
         ("C", str(path), 4),
     ]
@@ -237,9 +254,9 @@ def test_ids_stay_exactly_as_written(tmp_path: Path, kind: str) -> None:
     rows += [row(i, refund="0" + i, txn_type="refund", txn_id=i) for i in IDS]
     ld = load(write(tmp_path, rows, kind))
     assert ld.quarantine.height == 0
-    got = ld.rows.select("merchant_order_id", "merchant_refund_id", "channel_txn_id").rows()
+    got = day_rows(ld).select("merchant_order_id", "merchant_refund_id", "channel_txn_id").rows()
     assert got == [(i, "", i) for i in IDS] + [(i, "0" + i, i) for i in IDS]
-    assert ld.rows.schema["merchant_order_id"] == pl.String
+    assert day_rows(ld).schema["merchant_order_id"] == pl.String
 
 
 def test_ids_are_stripped_and_missing_values_are_empty(tmp_path: Path) -> None:
@@ -250,9 +267,9 @@ def test_ids_are_stripped_and_missing_values_are_empty(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     ld = load(path)
-    assert ld.rows.select("merchant_order_id", "merchant_refund_id", "channel_txn_id").rows() == [
-        ("00012345", "", "")
-    ]
+    assert day_rows(ld).select(
+        "merchant_order_id", "merchant_refund_id", "channel_txn_id"
+    ).rows() == [("00012345", "", "")]
 
 
 def test_codes_are_case_insensitive(tmp_path: Path) -> None:
@@ -268,7 +285,7 @@ def test_codes_are_case_insensitive(tmp_path: Path) -> None:
         ),
     ]
     ld = load(write_csv(tmp_path / "l.csv", rows))
-    assert ld.rows.select("merchant_order_id", "txn_type", "currency", "status").rows() == [
+    assert day_rows(ld).select("merchant_order_id", "txn_type", "currency", "status").rows() == [
         ("A", "payment", "CNY", "SUCCESS"),
         ("B", "refund", "CNY", "CLOSED"),
     ]
@@ -293,8 +310,10 @@ def test_amount_spellings_are_read_exactly(tmp_path: Path, kind: str) -> None:
     rows = [row(f"O{i}", amount=a, currency=c) for i, (a, c, _, _) in enumerate(cases)]
     ld = load(write(tmp_path, rows, kind))
     assert ld.quarantine.height == 0
-    assert ld.rows.select("amount_minor", "exponent").rows() == [(m, e) for _, _, m, e in cases]
-    assert ld.rows.schema["amount_minor"] == pl.Int64
+    assert day_rows(ld).select("amount_minor", "exponent").rows() == [
+        (m, e) for _, _, m, e in cases
+    ]
+    assert day_rows(ld).schema["amount_minor"] == pl.Int64
 
 
 @pytest.mark.parametrize(
@@ -455,7 +474,8 @@ def test_not_parquet_is_an_input_error(tmp_path: Path) -> None:
 
 def test_header_only_is_an_empty_day(tmp_path: Path) -> None:
     ld = load(write_csv(tmp_path / "l.csv", []))
-    assert (ld.rows_read, ld.rows.height, ld.quarantine.height, ld.rows_other) == (0, 0, 0, 0)
+    assert (ld.rows_read, ld.n_rows, ld.quarantine.height, ld.rows_other) == (0, 0, 0, 0)
+    assert day_rows(ld).schema == LEDGER_ROW_SCHEMA
 
 
 def test_parquet_timestamps_and_numbers_are_read_as_their_text(tmp_path: Path) -> None:
@@ -475,10 +495,10 @@ def test_parquet_timestamps_and_numbers_are_read_as_their_text(tmp_path: Path) -
         schema_overrides={"merchant_refund_id": pl.String},
     ).write_parquet(path)
     ld = load(path, D2)
-    assert ld.rows.select("merchant_order_id", "merchant_refund_id", "amount_minor").rows() == [
-        ("123456789012345678", "", 1250)
-    ]
-    assert ld.rows["created_at"].item() == dt.datetime(2024, 3, 1, 16, 30, tzinfo=UTC)
+    assert day_rows(ld).select(
+        "merchant_order_id", "merchant_refund_id", "amount_minor"
+    ).rows() == [("123456789012345678", "", 1250)]
+    assert day_rows(ld)["created_at"].item() == dt.datetime(2024, 3, 1, 16, 30, tzinfo=UTC)
 
 
 # --- conservation ------------------------------------------------------------------------------
@@ -521,5 +541,115 @@ def test_every_row_read_is_kept_quarantined_or_other(
     ld = load(write_csv(tmp_path / "l.csv", rows), day)
     assert ld.rows_read == len(rows)
     assert_conserved(ld)
-    lines = ld.quarantine["source_line"].to_list() + [r + 1 for r in ld.rows["origin_line"]]
+    lines = ld.quarantine["source_line"].to_list() + [r + 1 for r in day_rows(ld)["origin_line"]]
     assert len(set(lines)) == len(lines)  # no row counted twice
+
+
+# --- batches and parts ----------------------------------------------------------------------
+
+
+def batch_rows_of_every_kind() -> list[dict[str, str]]:
+    """Rows that keep, quarantine or skip, with quoted commas, quotes and line breaks."""
+    out: list[dict[str, str]] = []
+    for i in range(60):
+        kind = i % 6
+        if kind == 0:
+            out.append(row(f"O{i}", txn_id=f'T,"{i}"'))
+        elif kind == 1:
+            out.append(row(f"multi\nline {i}", amount="1,234.50"))
+        elif kind == 2:
+            out.append(row(f"A{i}", channel="alipay"))
+        elif kind == 3:
+            out.append(row(f"N{i}", created_at="2024-03-02T12:00:00+08:00"))
+        elif kind == 4:
+            out.append(row(f"Q{i}", amount="-1"))
+        else:
+            out.append(row(f"U{i}", created_at="2024-03-01T12:00:00"))
+    return out
+
+
+def same_day(a: LedgerDay, b: LedgerDay) -> None:
+    assert day_rows(a).equals(day_rows(b))
+    assert a.quarantine.equals(b.quarantine)
+    assert (a.n_rows, a.rows_read, a.rows_other) == (b.n_rows, b.rows_read, b.rows_other)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_small_batches_and_parts_load_the_same_day(tmp_path: Path, kind: str) -> None:
+    path = write(tmp_path, batch_rows_of_every_kind(), kind)
+    whole = load(path)
+    assert (whole.n_rows, whole.quarantine.height, whole.rows_read) == (20, 20, 60)
+    assert len(whole.rows_files) == 1
+    # Blocks of 16 bytes are shorter than every record; parts of 3 rows split the day.
+    small = load_ledger_day(
+        path, "wechatpay", SH, D1, tmp_path / "small", block_bytes=16, batch_rows=4, part_rows=3
+    )
+    sizes = [pl.read_parquet(f).height for f in small.rows_files]
+    assert len(sizes) >= 5
+    assert sum(sizes) == 20
+    assert all(n >= 3 for n in sizes[:-1])
+    same_day(small, whole)
+    lines = day_rows(small)["origin_line"].to_list()
+    assert lines == sorted(lines)  # file order across parts
+    assert orders(small)[1:4] == ["multi\nline 1", "O6", "multi\nline 7"]
+    assert_conserved(small)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=ledger_rows,
+    block=st.integers(min_value=1, max_value=400),
+    part=st.integers(min_value=1, max_value=7),
+)
+def test_any_block_size_loads_the_same_day(
+    rows: list[dict[str, str]], block: int, part: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_csv(Path(tmp) / "l.csv", rows)
+        whole = load_ledger_day(path, "wechatpay", SH, D1, Path(tmp) / "whole")
+        small = load_ledger_day(
+            path, "wechatpay", SH, D1, Path(tmp) / "small", block_bytes=block, part_rows=part
+        )
+        same_day(small, whole)
+
+
+def test_crlf_lines_and_blank_lines_count_as_the_whole_file_would(tmp_path: Path) -> None:
+    path = tmp_path / "l.csv"
+    lines = [",".join(LEDGER_COLUMNS)] + [
+        f"O{i},,payment,wechatpay,T{i},1.00,CNY,SUCCESS,2024-03-01T12:00:00+08:00" for i in range(5)
+    ]
+    lines.insert(3, "")  # a blank line is a row of nothing: another channel's
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    whole = load(path)
+    assert orders(whole) == [f"O{i}" for i in range(5)]
+    assert (whole.rows_read, whole.rows_other) == (6, 1)
+    assert day_rows(whole)["origin_line"].to_list() == [1, 2, 4, 5, 6]
+    small = load_ledger_day(path, "wechatpay", SH, D1, tmp_path / "small", block_bytes=8)
+    same_day(small, whole)
+
+
+def test_a_bad_row_in_a_later_batch_leaves_no_parts_behind(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "l.csv", [row(f"O{i}") for i in range(50)])
+    with path.open("a", encoding="utf-8") as f:
+        f.write("X,,payment,wechatpay,,1.00,CNY,SUCCESS,2024-03-01T12:00:00Z,extra\n")
+    work = tmp_path / "work"
+    with pytest.raises(InputError) as info:
+        load_ledger_day(path, "wechatpay", SH, D1, work, block_bytes=256, part_rows=5)
+    assert str(path) in str(info.value)
+    assert "cannot read ledger" in str(info.value)
+    assert list(work.rglob("*")) == []
+
+
+def test_a_quote_that_never_closes_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "_MAX_RECORD_BYTES", 1024)
+    path = write_csv(tmp_path / "l.csv", [row("A"), row("B")])
+    with path.open("a", encoding="utf-8") as f:
+        f.write('"C,,payment,wechatpay,,1.00,CNY,SUCCESS,2024-03-01T12:00:00Z\n')
+        f.write("D,,payment,wechatpay,,1.00,CNY,SUCCESS,2024-03-01T12:00:00Z\n" * 40)
+    with pytest.raises(InputError) as info:
+        load_ledger_day(path, "wechatpay", SH, D1, tmp_path / "work", block_bytes=64)
+    assert info.value.line == 4  # the first record not read: data row 3
+    assert "quote" in str(info.value)
+    assert list((tmp_path / "work").rglob("*")) == []
