@@ -23,6 +23,7 @@ from recon.audit import SYSTEM
 from recon.currency import CURRENCY_EXPONENTS
 from recon.engine import DiffResult
 from recon.ledger import LedgerDay
+from recon.parts import sql_source
 from recon.queues import Queues
 from recon.requery import ChannelQuery
 from recon.rules import Channel
@@ -38,6 +39,10 @@ def _same_identity(left: str, right: str) -> str:
         f"({', '.join(f'{left}.{c}' for c in cols)}) = ({', '.join(f'{right}.{c}' for c in cols)})"
     )
 
+
+# What the store keeps of each bill row (bill_rows, besides channel and business_date):
+# what later days' checks read, the key and the amount.
+_BILL_ROW_VALUES = "txn_type, merchant_order_id, merchant_refund_id, amount_minor"
 
 _CLOSED = "('" + "', '".join(CLOSED_STATES) + "')"
 
@@ -59,25 +64,81 @@ class BreakUpdate:
 def _store_bill_rows(
     con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, bill: ParsedBill
 ) -> None:
+    """Keep the day's bill rows for later days' checks, straight from its Parquet parts."""
     con.execute("DELETE FROM bill_rows WHERE channel = ? AND business_date = ?", [channel, day])
-    rows = bill.rows.select(
-        pl.lit(channel).alias("channel"),
-        pl.lit(day).alias("business_date"),
-        "txn_type", "merchant_order_id", "merchant_refund_id", "channel_txn_id",
-        "amount_minor", "fee_minor", "currency", "status", "trade_time", "source_file", "source_line",
-    )  # fmt: skip
-    con.register("_bill_rows", rows)
-    con.execute("INSERT INTO bill_rows SELECT * FROM _bill_rows")
-    con.unregister("_bill_rows")
+    con.execute(
+        f"INSERT INTO bill_rows (channel, business_date, {_BILL_ROW_VALUES}) "
+        f"SELECT $channel, $day, {_BILL_ROW_VALUES} FROM {sql_source(bill.rows_files)}",
+        {"channel": channel, "day": day},
+    )
 
 
-def _history(con: duckdb.DuckDBPyConnection, channel: str, day: dt.date) -> pl.DataFrame:
-    history: pl.DataFrame = con.sql(
-        "SELECT txn_type, merchant_order_id, merchant_refund_id, amount_minor, source_file, "
-        "source_line FROM bill_rows WHERE channel = ? AND business_date < ?",
-        params=[channel, day],
+def _billed_before(
+    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, keys: pl.DataFrame
+) -> pl.DataFrame:
+    """Those of ``keys`` (KEY columns, few: today's bill rows the ledger lacks) that an
+    earlier day's bill already had."""
+    if keys.height == 0:
+        return keys.select(cand.KEY)
+    con.register("_keys", keys.select(cand.KEY).unique())
+    try:
+        billed: pl.DataFrame = con.sql(
+            "SELECT DISTINCT k.txn_type, k.merchant_order_id, k.merchant_refund_id "
+            "FROM bill_rows h JOIN _keys k USING (txn_type, merchant_order_id, merchant_refund_id) "
+            "WHERE h.channel = $channel AND h.business_date < $day",
+            params={"channel": channel, "day": day},
+        ).pl()
+    finally:
+        con.unregister("_keys")
+    return billed
+
+
+# Orders refunded today whose refunds, over every bill so far (the store's bill_rows of
+# earlier days and today's rows, ``{today}``), pass what was paid; with the last of today's
+# refunds of the order (by bill line), which the break is raised on. An order no bill has
+# a payment of is not checked.
+_REFUNDS_OVER_SQL = """
+WITH today AS (
+  SELECT txn_type, merchant_order_id, merchant_refund_id, amount_minor, source_file, source_line
+  FROM {today}
+),
+last_refund AS (
+  SELECT merchant_order_id,
+         arg_max(merchant_refund_id, source_line) AS merchant_refund_id,
+         arg_max(source_file, source_line) AS source_file,
+         max(source_line) AS source_line
+  FROM today WHERE txn_type = 'refund' GROUP BY merchant_order_id
+),
+everything AS (
+  SELECT txn_type, merchant_order_id, amount_minor FROM bill_rows
+  WHERE channel = $channel AND business_date < $day
+    AND merchant_order_id IN (SELECT merchant_order_id FROM last_refund)
+  UNION ALL
+  SELECT txn_type, merchant_order_id, amount_minor FROM today
+  WHERE merchant_order_id IN (SELECT merchant_order_id FROM last_refund)
+),
+sums AS (
+  SELECT merchant_order_id,
+         CAST(sum(amount_minor) FILTER (WHERE txn_type = 'payment') AS BIGINT) AS paid,
+         CAST(sum(amount_minor) FILTER (WHERE txn_type = 'refund') AS BIGINT) AS refunded
+  FROM everything GROUP BY merchant_order_id
+)
+SELECT 'refund' AS txn_type, s.merchant_order_id, r.merchant_refund_id, s.paid, s.refunded,
+       r.source_file, r.source_line
+FROM sums s JOIN last_refund r USING (merchant_order_id)
+WHERE s.paid IS NOT NULL AND s.refunded > s.paid
+ORDER BY r.source_line
+"""
+
+
+def _refunds_over_payments(
+    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, bill: ParsedBill
+) -> pl.DataFrame:
+    over: pl.DataFrame = con.sql(
+        _REFUNDS_OVER_SQL.format(today=sql_source(bill.rows_files)),
+        params={"channel": channel, "day": day},
     ).pl()
-    return history
+    return over
 
 
 def classify(
@@ -89,19 +150,19 @@ def classify(
     result: DiffResult,
     queues: Queues,
 ) -> pl.DataFrame:
-    history = _history(con, channel.name, day)
-    keys_before = history.select(cand.KEY).unique()
+    """Today's candidates. The day's rows are only scanned (filters, small aggregates) and
+    the store's history is only queried for the keys at stake: nothing whole is loaded."""
     min_fee = 0
     if channel.fees is not None:
         exp = CURRENCY_EXPONENTS.get(channel.currency, 2)
         min_fee = int(channel.fees.min_fee.scaleb(exp))
-    today = bill.rows.select(*cand.KEY, "amount_minor", "source_file", "source_line")
+    billed_before = _billed_before(con, channel.name, day, result.outcome("local_missing"))
     frames = [
-        cand.local_missing(result, bill.rows, keys_before, channel, day),
+        cand.local_missing(result, bill.rows, billed_before, channel, day),
         cand.channel_missing(result, ledger.rows, channel, day),
         cand.field_mismatch(queues),
         cand.fee_mismatch(bill.rows, channel.fees, min_fee),
-        cand.refund_exceeds_payment(today, history),
+        cand.refund_exceeds_payment(_refunds_over_payments(con, channel.name, day, bill)),
     ]
     return cand.mark_partial_refunds(pl.concat(frames), bill.rows)
 
@@ -241,7 +302,13 @@ def update_breaks(
         """,
         {"day": day, "now": now},
     ).fetchone()
-    new_ids = con.execute(
+    # New breaks, each with its 'detected' entry in the audit log (set-based: a day may
+    # raise many).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _new AS SELECT * FROM _cand c
+        WHERE NOT EXISTS (SELECT 1 FROM break_items b WHERE {_same_identity("b", "c")})"""
+    )
+    con.execute(
         f"""
         INSERT INTO break_items ({IDENTITY}, business_date, state, reason_code, amount_minor,
           currency, amount, ledger_value, channel_value, channel_txn_id, first_seen, last_seen,
@@ -252,10 +319,7 @@ def update_breaks(
           bill_file, CASE WHEN bill_file IS NULL THEN NULL ELSE $bill_sha END, bill_line,
           ledger_file, CASE WHEN ledger_file IS NULL THEN NULL ELSE $ledger_sha END, ledger_row,
           requery_status, requery_note, $now
-        FROM _cand c
-        WHERE NOT EXISTS (SELECT 1 FROM break_items b WHERE
-          {_same_identity("b", "c")})
-        RETURNING break_id, state, reason_code, requery_status, requery_note
+        FROM _new
         """,
         {
             "day": day,
@@ -263,16 +327,21 @@ def update_breaks(
             "bill_sha": files.get("bill_sha256"),
             "ledger_sha": files.get("ledger_sha256"),
         },
-    ).fetchall()
-    for break_id, state, reason, rq_status, rq_note in new_ids:
-        note = f"found in the {channel.name} run of {day}" + (f"; {reason}" if reason else "")
-        if rq_status:
-            note += f"; channel re-query says {rq_status}" + (f" ({rq_note})" if rq_note else "")
-        con.execute(
-            "INSERT INTO audit_log (logged_at, actor, break_id, action, from_state, to_state, note) "
-            "VALUES (?, ?, ?, 'detected', NULL, ?, ?)",
-            [now, SYSTEM, break_id, state, note],
-        )
+    )
+    new = con.execute(
+        f"""
+        INSERT INTO audit_log (logged_at, actor, break_id, action, from_state, to_state, note)
+        SELECT $now, $actor, b.break_id, 'detected', NULL, b.state,
+          $found || CASE WHEN b.reason_code <> '' THEN '; ' || b.reason_code ELSE '' END
+          || CASE WHEN coalesce(b.requery_status, '') = '' THEN ''
+                  ELSE '; channel re-query says ' || b.requery_status
+                       || CASE WHEN coalesce(b.requery_note, '') = '' THEN ''
+                               ELSE ' (' || b.requery_note || ')' END END
+        FROM break_items b JOIN _new c ON {_same_identity("b", "c")}
+        ORDER BY b.break_id
+        """,
+        {"now": now, "actor": SYSTEM, "found": f"found in the {channel.name} run of {day}"},
+    ).fetchone()
 
     # Found on this day before, not any more: the re-run's inputs no longer show it.
     con.execute(
@@ -302,7 +371,7 @@ def update_breaks(
         ).fetchall()
     )
     return BreakUpdate(
-        new=len(new_ids),
+        new=int(new[0]) if new else 0,
         seen_again=int(seen[0]) if seen else 0,
         timing_matched=timing,
         stale_resolved=stale,

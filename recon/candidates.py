@@ -72,20 +72,42 @@ def _timing(time_col: str, channel: Channel, day: dt.date) -> tuple[pl.Expr, pl.
     return state, reason
 
 
+def _rows_of_keys(rows: pl.LazyFrame, keys: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """The rows of ``keys`` (a few) from a whole day's lazy rows: a streaming scan filtered
+    on the order id (pushed into the Parquet reader), then the exact key match in memory."""
+    keys = keys.select(KEY).unique()
+    if keys.height == 0:
+        return rows.select(columns).clear().collect()
+    orders = keys.get_column("merchant_order_id").unique().implode()
+    near = (
+        rows.filter(pl.col("merchant_order_id").is_in(orders))
+        .select(columns)
+        .collect(engine="streaming")
+    )
+    return near.join(keys, on=KEY, how="semi")
+
+
 def local_missing(
     result: DiffResult,
-    bill_rows: pl.DataFrame,
-    history_keys: pl.DataFrame,
+    bill_rows: pl.LazyFrame,
+    billed_before: pl.DataFrame,
     channel: Channel,
     day: dt.date,
 ) -> pl.DataFrame:
+    """Bill rows the ledger lacks; ``billed_before`` holds those of their keys (KEY) that
+    an earlier day's bill already had (a duplicate across bills)."""
     lm = result.outcome("local_missing")
-    times = bill_rows.select(pl.col("source_line").alias("bill_line"), "trade_time")
-    copies = bill_rows.group_by(KEY).len("copies_today")
+    rows = _rows_of_keys(bill_rows, lm, [*KEY, "source_line", "trade_time"])
+    times = rows.select(pl.col("source_line").alias("bill_line"), "trade_time")
+    copies = rows.group_by(KEY).len("copies_today")
     df = (
         lm.join(times, on="bill_line", how="left")
         .join(copies, on=KEY, how="left")
-        .join(history_keys.with_columns(pl.lit(True).alias("billed_before")), on=KEY, how="left")
+        .join(
+            billed_before.select(KEY).unique().with_columns(pl.lit(True).alias("billed_before")),
+            on=KEY,
+            how="left",
+        )
     )
     state, reason = _timing("trade_time", channel, day)
     dup = (pl.col("copies_today") > 1) | pl.col("billed_before").fill_null(False)
@@ -110,11 +132,15 @@ def local_missing(
 
 
 def channel_missing(
-    result: DiffResult, ledger_rows: pl.DataFrame, channel: Channel, day: dt.date
+    result: DiffResult, ledger_rows: pl.LazyFrame, channel: Channel, day: dt.date
 ) -> pl.DataFrame:
     cm = result.outcome("channel_missing")
     times = ledger_rows.select(pl.col("origin_line").alias("ledger_row"), "created_at")
-    df = cm.join(times, on="ledger_row", how="left")
+    if cm.height == 0:
+        times = times.clear()
+    else:  # a streaming scan that keeps only the few rows asked for
+        times = times.filter(pl.col("ledger_row").is_in(cm.get_column("ledger_row").implode()))
+    df = cm.join(times.collect(engine="streaming"), on="ledger_row", how="left")
     state, reason = _timing("created_at", channel, day)
     df = df.with_columns(
         pl.lit("channel_missing").alias("kind"), state.alias("state"), reason.alias("reason_code")
@@ -175,17 +201,23 @@ def _expected_fee(amount: pl.Expr, fees: FeeRules) -> pl.Expr:
 
 
 def fee_mismatch(
-    bill_rows: pl.DataFrame, fees: FeeRules | None, min_fee_minor: int
+    bill_rows: pl.LazyFrame, fees: FeeRules | None, min_fee_minor: int
 ) -> pl.DataFrame:
-    if fees is None or bill_rows.height == 0:
+    """Bill rows whose fee is not what the rate schedule says (a streaming filter: only the
+    rows that differ are collected)."""
+    if fees is None:
         return _finish(pl.DataFrame())
     computed = _expected_fee(pl.col("amount_minor"), fees)
     payment_fee = pl.max_horizontal(computed, pl.lit(min_fee_minor))
     refund_fee = -computed if fees.refund_fee == "proportional" else pl.lit(0)
     expected = pl.when(pl.col("txn_type") == "payment").then(payment_fee).otherwise(refund_fee)
     exp = pl.lit(2, pl.Int64)  # fees are in the bill's currency; CNY bills have 2 decimals
-    df = bill_rows.with_columns(expected.alias("expected_fee")).filter(
-        pl.col("fee_minor") != pl.col("expected_fee")
+    wanted = [*KEY, "channel_txn_id", "amount_minor", "fee_minor", "currency", "source_file"]
+    df = (
+        bill_rows.select(*wanted, "source_line")
+        .with_columns(expected.alias("expected_fee"))
+        .filter(pl.col("fee_minor") != pl.col("expected_fee"))
+        .collect(engine="streaming")
     )
     df = df.with_columns(
         pl.lit("fee_mismatch").alias("kind"),
@@ -201,32 +233,14 @@ def fee_mismatch(
     return _finish(df.pipe(_occurrence, "bill_line"))
 
 
-def refund_exceeds_payment(today: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """Orders refunded today whose refunds, over every bill so far, pass what was paid."""
-    allrows = pl.concat([history, today.select(history.columns)])
-    orders = today.filter(pl.col("txn_type") == "refund").select("merchant_order_id").unique()
-    paid = (
-        allrows.filter(pl.col("txn_type") == "payment")
-        .group_by("merchant_order_id")
-        .agg(pl.col("amount_minor").sum().alias("paid"))
-    )
-    refunded = (
-        allrows.filter(pl.col("txn_type") == "refund")
-        .group_by("merchant_order_id")
-        .agg(pl.col("amount_minor").sum().alias("refunded"))
-    )
-    last = (
-        today.filter(pl.col("txn_type") == "refund")
-        .sort("source_line")
-        .group_by("merchant_order_id")
-        .last()
-    )
-    df = (
-        orders.join(paid, on="merchant_order_id", how="inner")
-        .join(refunded, on="merchant_order_id")
-        .filter(pl.col("refunded") > pl.col("paid"))
-        .join(last, on="merchant_order_id")
-    )
+def refund_exceeds_payment(over: pl.DataFrame) -> pl.DataFrame:
+    """Orders refunded today whose refunds, over every bill so far, pass what was paid.
+
+    ``over`` has one row per such order (recon.breaks finds them in the store): txn_type,
+    merchant_order_id, merchant_refund_id, source_file and source_line of the order's last
+    refund today, and ``paid`` / ``refunded`` in minor units over all bills.
+    """
+    df = over
     exp = pl.lit(2, pl.Int64)
     df = df.with_columns(
         pl.lit("refund_exceeds_payment").alias("kind"),
@@ -244,14 +258,20 @@ def refund_exceeds_payment(today: pl.DataFrame, history: pl.DataFrame) -> pl.Dat
     return _finish(df)
 
 
-def mark_partial_refunds(cands: pl.DataFrame, bill_rows: pl.DataFrame) -> pl.DataFrame:
+def mark_partial_refunds(cands: pl.DataFrame, bill_rows: pl.LazyFrame) -> pl.DataFrame:
     """Refund breaks of orders refunded more than once today carry PARTIAL_REFUNDS."""
+    orders = cands.filter(pl.col("txn_type") == "refund").get_column("merchant_order_id").unique()
+    if orders.len() == 0:
+        return cands
     several = (
-        bill_rows.filter(pl.col("txn_type") == "refund")
+        bill_rows.filter(
+            (pl.col("txn_type") == "refund") & pl.col("merchant_order_id").is_in(orders.implode())
+        )
         .group_by("merchant_order_id")
         .len("n")
         .filter(pl.col("n") > 1)
         .select("merchant_order_id", pl.lit(True).alias("_several"))
+        .collect(engine="streaming")
     )
     return (
         cands.join(several, on="merchant_order_id", how="left")

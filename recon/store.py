@@ -122,6 +122,7 @@ MIGRATIONS: list[str] = [
     );
     -- Every row of every day's bill, for checks that look across days (duplicates,
     -- refunds against earlier payments); replaced per channel-day like the queues.
+    -- (Migration 4 drops the columns no check reads.)
     CREATE TABLE bill_rows (
       channel VARCHAR NOT NULL,
       business_date DATE NOT NULL,
@@ -132,6 +133,17 @@ MIGRATIONS: list[str] = [
     CREATE VIEW breaks AS
       SELECT *, (current_date - first_seen) AS age_days
       FROM break_items;
+    """,
+    # 4: bill_rows keeps only what the cross-day checks read (the key and the amount): a
+    # day may have 100M rows, and they are written on every run of it.
+    """
+    ALTER TABLE bill_rows DROP COLUMN channel_txn_id;
+    ALTER TABLE bill_rows DROP COLUMN fee_minor;
+    ALTER TABLE bill_rows DROP COLUMN currency;
+    ALTER TABLE bill_rows DROP COLUMN status;
+    ALTER TABLE bill_rows DROP COLUMN trade_time;
+    ALTER TABLE bill_rows DROP COLUMN source_file;
+    ALTER TABLE bill_rows DROP COLUMN source_line;
     """,
 ]
 
@@ -183,11 +195,26 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 
 @contextmanager
-def open_store(path: Path, wait: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_store(
+    path: Path,
+    wait: float = 120.0,
+    *,
+    memory_limit: str | None = None,
+    temp_dir: Path | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store, migrated. A run's breaks read a whole day's Parquet parts in this
+    connection: ``memory_limit`` (e.g. "1GB") and ``temp_dir`` bound it, spilling to disk
+    (DuckDB's defaults otherwise: most of the machine's memory, ``<store>.tmp``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(path, wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # no bars in task logs
+        if memory_limit is not None:
+            con.execute("SET memory_limit = ?", [memory_limit])
+        if temp_dir is not None:
+            temp_dir.mkdir(parents=True, exist_ok=True)
+            con.execute("SET temp_directory = ?", [str(temp_dir)])
         migrate(con)
         yield con
     finally:

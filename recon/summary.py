@@ -23,12 +23,19 @@ def amounts_by_currency(df: pl.DataFrame, column: str = "amount_minor") -> dict[
 def settlement(bill: ParsedBill) -> dict[str, dict[str, str]]:
     """Per currency: gross payments, refunds, fees and what the merchant nets; the bill's own
     summary totals have already been checked against the same rows (control totals)."""
-    rows = bill.rows
+    amount, kind = pl.col("amount_minor"), pl.col("txn_type")
+    sums = (
+        bill.rows.group_by("currency")
+        .agg(
+            amount.filter(kind == "payment").sum().alias("pay"),
+            amount.filter(kind == "refund").sum().alias("ref"),
+            pl.col("fee_minor").sum().alias("fee"),
+        )
+        .sort("currency")
+        .collect(engine="streaming")
+    )
     out: dict[str, dict[str, str]] = {}
-    for (currency,), part in rows.group_by("currency"):
-        pay = part.filter(pl.col("txn_type") == "payment")["amount_minor"].sum()
-        ref = part.filter(pl.col("txn_type") == "refund")["amount_minor"].sum()
-        fee = part["fee_minor"].sum()
+    for currency, pay, ref, fee in sums.iter_rows():
         c = str(currency)
         out[c] = {
             "gross": format_minor(int(pay), c),
@@ -36,7 +43,13 @@ def settlement(bill: ParsedBill) -> dict[str, dict[str, str]]:
             "fees": format_minor(int(fee), c),
             "net": format_minor(int(pay) - int(ref) - int(fee), c),
         }
-    return dict(sorted(out.items()))
+    return out
+
+
+def rows_on_other_days(bill: ParsedBill, day: dt.date) -> int:
+    """Bill rows whose own business date is not the day (trades across midnight)."""
+    n = bill.rows.filter(pl.col("business_date") != day).select(pl.len())
+    return int(n.collect(engine="streaming").item())
 
 
 def build_summary(
@@ -59,9 +72,9 @@ def build_summary(
             "sha256": files["bill_sha256"],
             "layout": bill.layout,
             "rows_read": bill.rows_read,
-            "rows_parsed": bill.rows.height,
+            "rows_parsed": bill.n_rows,
             "rows_quarantined": bill.quarantine.height,
-            "rows_on_other_days": bill.rows.filter(pl.col("business_date") != day).height,
+            "rows_on_other_days": rows_on_other_days(bill, day),
             "control_totals": [
                 {"name": t.name, "bill": str(t.expected), "rows": str(t.actual)}
                 for t in bill.totals
@@ -72,7 +85,7 @@ def build_summary(
             "sha256": files["ledger_sha256"],
             "rows_read": ledger.rows_read,
             "rows_other_channels_or_days": ledger.rows_other,
-            "rows_parsed": ledger.rows.height,
+            "rows_parsed": ledger.n_rows,
             "rows_quarantined": ledger.quarantine.height,
         },
         "settlement": settlement(bill),

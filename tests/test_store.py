@@ -238,3 +238,14 @@ def test_a_failed_record_leaves_the_previous_queues(
         )
     assert items(db, "wechatpay", DAY, with_run_id=True) == before
     assert "broken" not in run_ids(db, "wechatpay", DAY)
+
+
+def test_the_store_connection_can_be_bounded(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    with open_store(tmp_path / "s.duckdb", memory_limit="256MB", temp_dir=spill) as con:
+        limit, temp = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone() or ("", "")
+    assert limit == "244.1 MiB"  # 256 MB
+    assert temp == str(spill)
+    assert spill.is_dir()
