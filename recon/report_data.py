@@ -13,17 +13,25 @@ Breaks are shown as they stood at the end of the report's day ("as of"):
 
 The 30-day trend applies the same rule to each day of the window, so it is the open backlog
 (count and amount) at the end of each day, not the breaks raised that day.
+
+Bounded at any size: every figure is an aggregate computed by DuckDB; the only rows read
+are the open breaks largest first and each queue's first rows, both at most ``sheet_rows``
+(``SHEET_ROWS``, the rows a sheet of queues.xlsx shows). The store's ``bill_rows`` (every
+bill row of every day) is never read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,13 @@ BREAK_COLUMNS = (
 )  # fmt: skip
 AGING = (("0-1", 0, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8-30", 8, 30), (">30", 31, None))
 TREND_DAYS = 30
+# Rows of a queue, and open breaks, that queues.xlsx shows (Excel's own limit is 1,048,576 rows
+# a sheet). Longer queues are in full in the run's <queue>.csv / <queue>.parquet.
+SHEET_ROWS = 100_000
+# DuckDB's memory while it reports (the break history of a channel can be long): beyond it,
+# it spills to the store's temporary directory.
+REPORT_MEMORY_LIMIT = "512MB"
+_MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,14 @@ class BreakRow:
     personal: tuple[tuple[str, str], ...]  # further personal columns of the store, masked
 
 
+# The open-break listing as a frame (ReportData.open_rows): BREAK_COLUMNS with ``state`` as of
+# the day, then the money, then any personal columns of the store; personal data masked.
+BREAK_FRAME_SCHEMA = {
+    c: {"break_id": pl.Int64, "business_date": pl.Date, "age_days": pl.Int64}.get(c, pl.String)
+    for c, _ in BREAK_COLUMNS
+} | {"amount_minor": pl.Int64, "currency": pl.String}
+
+
 @dataclass(frozen=True)
 class ReportData:
     channel: str
@@ -162,38 +185,94 @@ class ReportData:
     breaks: tuple[BreakTally, ...]  # open at the day's end, or closed on the day
     aging: tuple[AgingBucket, ...]  # open breaks by age (day - business_date)
     trend: tuple[TrendPoint, ...]  # oldest first, ending on the day
-    open_breaks: tuple[BreakRow, ...]  # largest amount first
-    top: int
+    open_count: int  # open breaks at the day's end
+    # The largest open breaks, largest first, at most max(sheet_rows, top) of them
+    # (BREAK_FRAME_SCHEMA, then personal columns, masked): the workbook lists the first
+    # sheet_rows, the HTML the first ``top``.
+    open_rows: pl.DataFrame = dataclasses.field(compare=False, repr=False)
+    top: int = 20
+    sheet_rows: int = SHEET_ROWS
 
     @property
     def largest(self) -> tuple[BreakRow, ...]:
-        return self.open_breaks[: self.top]
+        return break_rows(self.open_rows.head(self.top))
+
+    @cached_property
+    def open_breaks(self) -> tuple[BreakRow, ...]:
+        """Every row of ``open_rows`` as a BreakRow (the writers use the frame)."""
+        return break_rows(self.open_rows)
+
+    @property
+    def sheet_rows_of(self) -> dict[str, tuple[int, int]]:
+        """Queue -> (rows its sheet of queues.xlsx shows, rows of the queue)."""
+        return {q.queue: (min(q.rows, self.sheet_rows), q.rows) for q in self.queues}
+
+    @property
+    def personal_columns(self) -> list[str]:
+        """The store's further personal columns in ``open_rows``."""
+        return [c for c in self.open_rows.columns if c not in BREAK_FRAME_SCHEMA]
 
 
+def break_rows(df: pl.DataFrame) -> tuple[BreakRow, ...]:
+    personal = [c for c in df.columns if c not in BREAK_FRAME_SCHEMA]
+    return tuple(
+        BreakRow(
+            break_id=r["break_id"],
+            kind=r["kind"],
+            state=r["state"],
+            business_date=r["business_date"],
+            age_days=r["age_days"],
+            txn_type=r["txn_type"],
+            merchant_order_id=r["merchant_order_id"],
+            merchant_refund_id=r["merchant_refund_id"],
+            channel_txn_id=r["channel_txn_id"],
+            field=r["field"],
+            amount=Money(r["amount_minor"], r["currency"])
+            if r["amount_minor"] is not None and r["currency"]
+            else None,
+            ledger_value=r["ledger_value"],
+            channel_value=r["channel_value"],
+            assignee=r["assignee"],
+            personal=tuple((c, r[c]) for c in personal if r[c] is not None),
+        )
+        for r in df.iter_rows(named=True)
+    )
+
+
+# The breaks of the channel up to the day, each with the business day it was closed on and its
+# state at the day's end, once per report in a temporary table. Only breaks open at some
+# point of the trend's window (or still open) are kept: older history does not show.
+_AS_OF_TABLE = "report_as_of"
 _AS_OF = """
-WITH closing AS (
-  SELECT break_id, logged_at AS closed_at, from_state AS state_before
-  FROM audit_log WHERE list_contains($closed, to_state)
-  QUALIFY row_number() OVER (PARTITION BY break_id ORDER BY seq DESC) = 1
-), b AS (
-  SELECT bi.*, c.state_before,
-    CASE WHEN list_contains($closed, bi.state) THEN coalesce(c.closed_at, bi.updated_at) END
+CREATE OR REPLACE TEMP TABLE report_as_of AS
+WITH b AS (
+  SELECT bi.break_id, bi.kind, bi.state, bi.business_date, bi.amount_minor, bi.currency,
+    bi.updated_at
+  FROM break_items bi WHERE bi.channel = $channel AND bi.business_date <= $day
+), closing AS (
+  SELECT a.break_id, arg_max(a.logged_at, a.seq) AS closed_at,
+    arg_max(a.from_state, a.seq) AS state_before
+  FROM audit_log a SEMI JOIN b USING (break_id)
+  WHERE list_contains($closed, a.to_state) GROUP BY a.break_id
+), closed AS (
+  SELECT b.*, c.state_before,
+    CASE WHEN list_contains($closed, b.state) THEN coalesce(c.closed_at, b.updated_at) END
       AS closed_at
-  FROM break_items bi LEFT JOIN closing c USING (break_id)
-  WHERE bi.channel = $channel
-), dated AS (
-  SELECT b.*, CASE WHEN closed_at IS NOT NULL THEN coalesce(
-    (SELECT max(r.business_date) FROM runs r
-     WHERE r.channel = b.channel AND r.started_at <= b.closed_at),
-    CAST(timezone($tz, closed_at) AS DATE)) END AS closed_day
-  FROM b
-), as_of AS (
-  SELECT *,
-    CASE WHEN closed_day > $day THEN coalesce(state_before, 'open') ELSE state END AS state_at,
-    closed_day IS NULL OR closed_day > $day AS is_open,
-    CAST($day - business_date AS INTEGER) AS age_days
-  FROM dated WHERE business_date <= $day
+  FROM b LEFT JOIN closing c USING (break_id)
+), run_days AS (
+  -- the latest business date of the channel's runs started up to each run's start
+  SELECT started_at, max(business_date) OVER (ORDER BY started_at) AS upto
+  FROM runs WHERE channel = $channel
+), dated AS MATERIALIZED (
+  SELECT closed.*, CASE WHEN closed_at IS NULL THEN NULL WHEN r.upto IS NOT NULL THEN r.upto
+    ELSE CAST(timezone($tz, closed_at) AS DATE) END AS closed_day
+  FROM closed ASOF LEFT JOIN run_days r ON closed.closed_at >= r.started_at
 )
+SELECT break_id, kind, business_date, amount_minor, currency, closed_day,
+  CASE WHEN closed_day > $day THEN coalesce(state_before, 'open') ELSE state END AS state_at,
+  closed_day IS NULL OR closed_day > $day AS is_open,
+  CAST($day - business_date AS INTEGER) AS age_days
+FROM dated WHERE closed_day IS NULL OR closed_day >= $start
 """
 
 
@@ -269,75 +348,107 @@ def _queues(con: duckdb.DuckDBPyConnection, channel: str, day: dt.date) -> tuple
     return tuple(out)
 
 
-_ROW_COLUMNS = (
-    "break_id", "kind", "state_at", "business_date", "age_days", "txn_type", "merchant_order_id",
-    "merchant_refund_id", "channel_txn_id", "field", "amount_minor", "currency", "ledger_value",
-    "channel_value", "assignee",
-)  # fmt: skip
+def _exponent_sql(column: str) -> str:
+    """The currency's minor-unit exponent (2 when unknown, as ``Money.major``) in SQL."""
+    by_exp: dict[int, list[str]] = defaultdict(list)
+    for currency, exp in CURRENCY_EXPONENTS.items():
+        by_exp[exp].append(currency)
+    whens = " ".join(
+        f"WHEN {column} IN ({', '.join(repr(c) for c in sorted(cs))}) THEN {exp}"
+        for exp, cs in sorted(by_exp.items())
+        if exp != 2
+    )
+    return f"(CASE {whens} ELSE 2 END)"
 
 
-def _break_row(r: dict[str, Any], personal: list[str]) -> BreakRow:
-    field = r["field"] or ""
+_MAX_EXPONENT = max(CURRENCY_EXPONENTS.values())
 
-    def value(column: str) -> str:
-        v = "" if r[column] is None else str(r[column])
-        return mask(v) if v and is_personal(field) else v
 
-    amount = r["amount_minor"]
-    return BreakRow(
-        break_id=int(r["break_id"]),
-        kind=r["kind"],
-        state=r["state_at"],
-        business_date=r["business_date"],
-        age_days=int(r["age_days"]),
-        txn_type=r["txn_type"],
-        merchant_order_id=r["merchant_order_id"],
-        merchant_refund_id=r["merchant_refund_id"],
-        channel_txn_id=r["channel_txn_id"] or "",
-        field=field,
-        amount=Money(int(amount), r["currency"]) if amount is not None and r["currency"] else None,
-        ledger_value=value("ledger_value"),
-        channel_value=value("channel_value"),
-        assignee=r["assignee"] or "",
-        personal=tuple((c, mask(str(r[c]))) for c in personal if r[c] is not None),
+# By value in major units across currencies (exactly: minor units scaled to the largest
+# exponent, in HUGEINT): no FX, so this orders the list for the eye and never adds amounts of
+# different currencies. Breaks without an amount last, then by id.
+def _largest_first(t: str) -> str:
+    """ORDER BY terms over table alias ``t``."""
+    minor, currency = f"{t}.amount_minor", f"{t}.currency"
+    scale = f"CAST(10 AS HUGEINT) ** ({_MAX_EXPONENT} - {_exponent_sql(currency)})"
+    return (
+        f"({minor} IS NULL OR coalesce({currency}, '') = ''), "
+        f"CAST({minor} AS HUGEINT) * {scale} DESC NULLS LAST, {t}.break_id"
     )
 
 
-def _open_breaks(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[BreakRow, ...]:
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pl.DataFrame:
+    """A query's rows as a frame. ``con.sql`` refuses to run while a previous ``execute``
+    result is unfinished (the store's migration check leaves one): that is run to its end."""
+    con.complete()
+    df: pl.DataFrame = con.sql(sql, params=params).pl()
+    return df
+
+
+def _open_rows(con: duckdb.DuckDBPyConnection, limit: int) -> tuple[pl.DataFrame, int]:
+    """The ``limit`` largest open breaks (largest first), masked, and how many are open."""
+    row = con.execute(f"SELECT count(*) FROM {_AS_OF_TABLE} WHERE is_open").fetchone()
+    count = int(row[0]) if row else 0
     columns = [str(c[0]) for c in con.execute("DESCRIBE break_items").fetchall()]
     personal = [c for c in columns if is_personal(c)]
-    wanted = [*_ROW_COLUMNS, *personal]
-    select = ", ".join('"' + c.replace('"', '""') + '"' for c in wanted)
-    found = con.execute(_AS_OF + f"SELECT {select} FROM as_of WHERE is_open", params).fetchall()
-    rows = [_break_row(dict(zip(wanted, r, strict=True)), personal) for r in found]
-    return tuple(sorted(rows, key=_largest_first))
+    quoted = ", ".join("bi." + '"' + c.replace('"', '""') + '"' for c in personal)
+    df = _frame(
+        con,
+        f"WITH t AS (SELECT break_id, kind, state_at, business_date, age_days, amount_minor, "
+        f"currency FROM {_AS_OF_TABLE} a WHERE is_open ORDER BY {_largest_first('a')} "
+        "LIMIT $limit) "
+        "SELECT t.break_id, t.kind, t.state_at AS state, t.business_date, t.age_days, "
+        "bi.txn_type, bi.merchant_order_id, bi.merchant_refund_id, "
+        "coalesce(bi.channel_txn_id, '') AS channel_txn_id, coalesce(bi.field, '') AS field, "
+        "coalesce(bi.ledger_value, '') AS ledger_value, "
+        "coalesce(bi.channel_value, '') AS channel_value, coalesce(bi.assignee, '') AS assignee, "
+        f"t.amount_minor, t.currency{', ' + quoted if quoted else ''} "
+        f"FROM t JOIN break_items bi USING (break_id) ORDER BY {_largest_first('t')}",
+        {"limit": limit},
+    )
+    df = df.cast({c: t for c, t in BREAK_FRAME_SCHEMA.items()}).cast(
+        {c: pl.String for c in personal}
+    )
+    return _masked(df, personal), count
 
 
-def _largest_first(b: BreakRow) -> tuple[int, Decimal, int]:
-    # By value in major units across currencies: no FX, so this orders the list for the
-    # eye and never adds amounts of different currencies. Breaks without an amount last.
-    return (b.amount is None, -(b.amount.major if b.amount else Decimal(0)), b.break_id)
+def _masked(df: pl.DataFrame, personal: list[str]) -> pl.DataFrame:
+    """Personal columns, and both sides' values of a break on a personal field, masked: each
+    distinct value is masked once."""
+
+    def mask_values(column: pl.Expr, values: pl.Series) -> pl.Expr:
+        distinct = values.drop_nulls().unique().to_list()
+        return column.replace(distinct, [mask(str(v)) for v in distinct])
+
+    personal_fields = [f for f in df["field"].unique().to_list() if f and is_personal(f)]
+    on_field = pl.col("field").is_in(personal_fields)
+    exprs = [
+        pl.when(on_field)
+        .then(mask_values(pl.col(c), df.filter(on_field)[c]))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c in ("ledger_value", "channel_value")
+    ]
+    exprs += [mask_values(pl.col(c), df[c]).alias(c) for c in personal]
+    return df.with_columns(exprs)
 
 
-def _break_tallies(
-    con: duckdb.DuckDBPyConnection, params: dict[str, Any]
-) -> tuple[BreakTally, ...]:
+def _break_tallies(con: duckdb.DuckDBPyConnection, day: dt.date) -> tuple[BreakTally, ...]:
     """Open at the day's end, or closed on the day, by kind and state."""
     rows = con.execute(
-        _AS_OF + "SELECT kind, state_at, currency, count(*), sum(amount_minor) FROM as_of "
+        f"SELECT kind, state_at, currency, count(*), sum(amount_minor) FROM {_AS_OF_TABLE} "
         "WHERE is_open OR closed_day = $day GROUP BY ALL",
-        params,
+        {"day": day},
     ).fetchall()
     order = {s: i for i, s in enumerate(BREAK_STATES)}
     tallies = sorted(_tallies(rows).items(), key=lambda i: (i[0][0], order.get(i[0][1], 99)))
     return tuple(BreakTally(kind, state, t) for (kind, state), t in tallies)
 
 
-def _aging(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[AgingBucket, ...]:
+def _aging(con: duckdb.DuckDBPyConnection) -> tuple[AgingBucket, ...]:
     rows = con.execute(
-        _AS_OF + "SELECT age_days, currency, count(*), sum(amount_minor) FROM as_of "
-        "WHERE is_open GROUP BY ALL",
-        params,
+        f"SELECT age_days, currency, count(*), sum(amount_minor) FROM {_AS_OF_TABLE} "
+        "WHERE is_open GROUP BY ALL"
     ).fetchall()
     by_age = _tallies(rows)
     buckets = []
@@ -348,19 +459,18 @@ def _aging(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[Agin
     return tuple(buckets)
 
 
-def _trend(
-    con: duckdb.DuckDBPyConnection, day: dt.date, params: dict[str, Any]
-) -> tuple[TrendPoint, ...]:
+def _trend(con: duckdb.DuckDBPyConnection, day: dt.date) -> tuple[TrendPoint, ...]:
     """The open backlog at the end of each day of the window, by the same rule as the day's."""
+    start = day - dt.timedelta(days=TREND_DAYS - 1)
     rows = con.execute(
-        _AS_OF + "SELECT CAST(x AS DATE), currency, count(break_id), sum(amount_minor) "
-        "FROM generate_series($day - CAST($span AS INTEGER), $day, INTERVAL 1 DAY) days(x) "
-        "LEFT JOIN dated ON business_date <= CAST(x AS DATE) "
+        "SELECT CAST(x AS DATE), currency, count(break_id), sum(amount_minor) "
+        "FROM generate_series($start, $day, INTERVAL 1 DAY) days(x) "
+        f"LEFT JOIN {_AS_OF_TABLE} ON business_date <= CAST(x AS DATE) "
         "AND (closed_day IS NULL OR closed_day > CAST(x AS DATE)) GROUP BY ALL",
-        params | {"span": TREND_DAYS - 1},
+        {"start": start, "day": day},
     ).fetchall()
     by_day = _tallies(rows)
-    window = (day - dt.timedelta(days=n) for n in range(TREND_DAYS - 1, -1, -1))
+    window = (start + dt.timedelta(days=n) for n in range(TREND_DAYS))
     return tuple(TrendPoint(d, by_day.get((d,), Tally(0, ()))) for d in window)
 
 
@@ -372,41 +482,72 @@ def load_report(
     top: int = 20,
     tz: str = "Asia/Shanghai",
     now: dt.datetime | None = None,
+    sheet_rows: int = SHEET_ROWS,
 ) -> ReportData:
-    """``tz`` dates closings made before any run; ``top`` is how many open breaks the HTML lists."""
-    params = {"channel": channel, "day": day, "tz": tz, "closed": list(CLOSED_STATES)}
+    """``tz`` dates closings made before any run; ``top`` is how many open breaks the HTML
+    lists, ``sheet_rows`` how many the workbook lists (``open_count`` says how many there are)."""
+    params = {
+        "channel": channel, "day": day, "tz": tz, "closed": list(CLOSED_STATES),
+        "start": day - dt.timedelta(days=TREND_DAYS - 1),
+    }  # fmt: skip
     run_match = _run(con, channel, day)
-    return ReportData(
-        channel=channel,
-        day=day,
-        generated_at=now or dt.datetime.now(dt.UTC),
-        run=run_match[0] if run_match else None,
-        match=run_match[1] if run_match else None,
-        queues=_queues(con, channel, day),
-        breaks=_break_tallies(con, params),
-        aging=_aging(con, params),
-        trend=_trend(con, day, params),
-        open_breaks=_open_breaks(con, params),
-        top=top,
-    )
+    con.execute(_AS_OF, params)
+    try:
+        open_rows, open_count = _open_rows(con, max(sheet_rows, top))
+        return ReportData(
+            channel=channel,
+            day=day,
+            generated_at=now or dt.datetime.now(dt.UTC),
+            run=run_match[0] if run_match else None,
+            match=run_match[1] if run_match else None,
+            queues=_queues(con, channel, day),
+            breaks=_break_tallies(con, day),
+            aging=_aging(con),
+            trend=_trend(con, day),
+            open_count=open_count,
+            open_rows=open_rows,
+            top=top,
+            sheet_rows=sheet_rows,
+        )
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_AS_OF_TABLE}")
 
 
 def load_queues(
-    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date
+    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, *, limit: int | None = SHEET_ROWS
 ) -> dict[str, pl.DataFrame]:
-    """The channel-day's queue rows as the store holds them, with the amount as text."""
-    df: pl.DataFrame = con.sql(
-        "SELECT * EXCLUDE (run_id) FROM queue_items WHERE channel = ? AND business_date = ? "
-        "ORDER BY queue, bill_line NULLS LAST, ledger_row NULLS LAST, field",
-        params=[channel, day],
-    ).pl()
-    amount = format_minor_expr(pl.col("amount_minor"), exponent_expr(pl.col("currency")))
-    df = df.with_columns(amount.alias("amount"))
-    return {q: df.filter(pl.col("queue") == q).drop("queue") for q in QUEUES}
+    """The channel-day's queue rows as the store holds them, with the amount as text: the
+    first ``limit`` rows of each queue (all of them with ``None``), in the queue files' order."""
+    out = {}
+    for q in QUEUES:
+        df = _frame(
+            con,
+            "SELECT * EXCLUDE (run_id, queue) FROM queue_items "
+            "WHERE channel = $channel AND business_date = $day AND queue = $queue "
+            "ORDER BY bill_line NULLS LAST, ledger_row NULLS LAST, field"
+            + ("" if limit is None else " LIMIT $limit"),
+            {"channel": channel, "day": day, "queue": q}
+            | ({} if limit is None else {"limit": limit}),
+        )
+        amount = format_minor_expr(pl.col("amount_minor"), exponent_expr(pl.col("currency")))
+        out[q] = df.with_columns(amount.alias("amount"))
+    return out
 
 
-def write_reports(store_path: Path, channel: str, day: dt.date, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``out_dir/report.html`` and ``out_dir/queues.xlsx`` for one channel-day."""
+def write_reports(
+    store_path: Path,
+    channel: str,
+    day: dt.date,
+    out_dir: Path,
+    *,
+    sheet_rows: int = SHEET_ROWS,
+    memory_limit: str = REPORT_MEMORY_LIMIT,
+) -> tuple[Path, Path]:
+    """Write ``out_dir/report.html`` and ``out_dir/queues.xlsx`` for one channel-day; the
+    workbook shows at most ``sheet_rows`` rows of each queue and of the open breaks. DuckDB
+    works within ``memory_limit`` ("512MB", "1GiB"...), spilling beside the store beyond it."""
+    if not _MEMORY_LIMIT.match(memory_limit):
+        raise ValueError(f"memory_limit: expected e.g. '512MB' or '1GiB', not {memory_limit!r}")
     # Imported here: the writers import this module for its types.
     from recon.report_html import write_html
     from recon.report_xlsx import write_xlsx
@@ -414,8 +555,10 @@ def write_reports(store_path: Path, channel: str, day: dt.date, out_dir: Path) -
     if not store_path.exists():
         raise FileNotFoundError(f"{store_path}: no store to report from")
     with open_store(store_path) as con:
-        data = load_report(con, channel, day)
-        queues = load_queues(con, channel, day)
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET enable_progress_bar = false")  # no bars in the run's log
+        data = load_report(con, channel, day, sheet_rows=sheet_rows)
+        queues = load_queues(con, channel, day, limit=sheet_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     html, xlsx = out_dir / "report.html", out_dir / "queues.xlsx"
     _atomic(html, lambda p: write_html(data, p))
@@ -429,4 +572,6 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)  # readers never see half a report
 
 
-__all__ = ["ReportData", "load_queues", "load_report", "write_reports"]
+__all__ = [
+    "REPORT_MEMORY_LIMIT", "SHEET_ROWS", "ReportData", "load_queues", "load_report", "write_reports",
+]  # fmt: skip

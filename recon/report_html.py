@@ -2,6 +2,10 @@
 
 Every figure sits in an element with a stable ``data-metric`` attribute so tests and
 tools can read the numbers back; every value is escaped and personal columns are masked.
+
+Its size does not grow with the day: aggregates, a 30-day trend and the ``top`` largest open
+breaks, never every break. When a queue is longer than a sheet of queues.xlsx holds, it says
+so and where the full queue is (``<queue>.csv`` / ``.parquet``).
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def _cards(d: ReportData) -> str:
             _card("Ledger rows", "账务笔数", m.ledger_rows, "match.ledger_rows"),
             _card("Quarantined", "隔离行", d.run.quarantined, "run.quarantined"),
         ]
-    cards.append(_card("Open breaks", "未决差错", len(d.open_breaks), "open.count"))
+    cards.append(_card("Open breaks", "未决差错", d.open_count, "open.count"))
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
@@ -148,6 +152,20 @@ def _queues(d: ReportData) -> str:
         + _table(headers, rows)
         + '<p class="note">Field mismatch has one row per differing field; records and amounts '
         "count each bill/ledger record once. 数据差错按字段分行，笔数与金额按记录计。</p>"
+        + "".join(_cut_note(q, shown, total) for q, (shown, total) in d.sheet_rows_of.items())
+    )
+
+
+def _cut_note(queue: str, shown: int, total: int) -> str:
+    """Where to find a queue too long for its sheet of queues.xlsx (nothing when it fits)."""
+    if shown >= total:
+        return ""
+    return (
+        f'<p class="note" data-queue="{_e(queue)}">queues.xlsx shows the first '
+        f'<span data-metric="{_e(queue)}.sheet_rows">{shown}</span> of {total} rows of '
+        f"{_e(queue)}; the full queue is in <b>{_e(queue)}.csv</b> and "
+        f"<b>{_e(queue)}.parquet</b>. 工作表仅列前 {shown} 行，共 {total} 行；"
+        f"完整队列见 {_e(queue)}.csv / {_e(queue)}.parquet。</p>"
     )
 
 
@@ -264,8 +282,16 @@ def _largest(d: ReportData) -> str:
     rows = [_break_row(i, b, personal) for i, b in enumerate(shown, 1)]
     if not rows:
         rows = [f'<tr><td colspan="{len(headers)}" class="muted">None 无</td></tr>']
-    title = _title(f"Largest open breaks ({len(shown)} of {len(d.open_breaks)})", "最大未决差错")
-    return f'<h2>{title}</h2><div class="wide">{_table(headers, rows)}</div>'
+    title = _title(f"Largest open breaks ({len(shown)} of {d.open_count})", "最大未决差错")
+    note, listed = "", min(d.open_rows.height, d.sheet_rows)
+    if d.open_count > listed:
+        note = (
+            f'<p class="note">queues.xlsx lists the largest <span data-metric="open.sheet_rows">'
+            f"{listed}</span> of {d.open_count} open breaks; <code>recon breaks list</code> and "
+            f"<code>recon breaks export</code> give them all. 工作表仅列金额最大的 {listed} "
+            "笔未决差错。</p>"
+        )
+    return f'<h2>{title}</h2><div class="wide">{_table(headers, rows)}</div>{note}'
 
 
 def render(d: ReportData) -> str:

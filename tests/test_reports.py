@@ -10,11 +10,14 @@ recon/report_data.py. Goldens live in tests/golden/reports; RECON_UPDATE_GOLDEN=
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import re
+import shutil
 import time
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,6 +35,7 @@ from data.generate import generate, write_day
 from recon.cli import main
 from recon.masking import is_personal, mask
 from recon.money import format_minor
+from recon.outputs import write_frame
 from recon.queues import QUEUES
 from recon.report_data import AGING, ReportData, load_report, write_reports
 from recon.report_xlsx import write_xlsx
@@ -410,6 +414,13 @@ def test_write_reports_needs_an_existing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "none.duckdb").exists()
 
 
+def test_write_reports_takes_a_memory_limit_duckdb_understands(
+    store: Store, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="memory_limit"):
+        write_reports(store.db, CH, DAY, tmp_path / "r", memory_limit="1GB; DROP TABLE runs")
+
+
 # --- masking -----------------------------------------------------------------------------------
 
 
@@ -585,3 +596,160 @@ def test_workbook_from_a_runs_own_queue_frames(
         assert all(r["merchant_order_id"].data_type == "s" for r in recs)
         got = [Decimal(str(r["amount"].value)) for r in recs]
         assert got == [Decimal(a) for a in df["amount"].to_list()]
+
+
+# --- bounded at scale ----------------------------------------------------------------------------
+
+CAP = 3  # rows a sheet shows, small enough to cut this store's queues
+
+
+@pytest.fixture(scope="module")
+def capped(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("capped")
+    write_reports(store.db, CH, DAY, out, sheet_rows=CAP, memory_limit="64MB")
+    return out
+
+
+def test_long_queues_are_cut_in_the_workbook_with_a_note(
+    capped: Path, store: Store, data: ReportData
+) -> None:
+    wb = openpyxl.load_workbook(capped / "queues.xlsx")
+    summary = {(r["section"].value, r["item"].value): r for r in _records(wb["Summary"])}
+    cut = 0
+    for queue in QUEUES:
+        ((total,),) = query(
+            store.db,
+            "SELECT count(*) FROM queue_items WHERE queue = ? AND business_date = ?",
+            [queue, DAY],
+        )
+        first = [
+            r[0]
+            for r in query(
+                store.db,
+                "SELECT merchant_order_id FROM queue_items WHERE queue = ? AND business_date = ? "
+                "ORDER BY bill_line NULLS LAST, ledger_row NULLS LAST, field LIMIT ?",
+                [queue, DAY, CAP],
+            )
+        ]
+        ws = wb[queue]
+        rows = list(ws.iter_rows(values_only=True))
+        if total > CAP:
+            cut += 1
+            note = str(rows[0][0])
+            assert f"of {total:,}" in note
+            assert f"{queue}.csv" in note
+            assert f"{queue}.parquet" in note
+            header, body = rows[1], rows[2:]
+            assert ws.freeze_panes == "A3"
+            assert str(ws.auto_filter.ref).startswith("A2:")
+            assert str(ws.auto_filter.ref).endswith(str(CAP + 2))
+        else:
+            header, body = rows[0], rows[1:]
+        assert [r[header.index("merchant_order_id")] for r in body] == first
+        sheet = summary[("sheet", queue)]
+        assert sheet["count"].value == min(total, CAP)
+        assert f"{total:,}" in sheet["value"].value
+    assert cut  # the cap did cut a queue
+    rows = list(wb["Open breaks"].iter_rows(values_only=True))
+    assert f"{data.open_count:,} open breaks" in str(rows[0][0])
+    header = rows[1]
+    listed = [str(r[header.index("merchant_order_id")]).removeprefix("'") for r in rows[2:]]
+    assert listed == [b.merchant_order_id for b in data.open_breaks[:CAP]]
+
+
+def test_report_html_says_where_the_full_queues_are(
+    capped: Path, store: Store, data: ReportData
+) -> None:
+    html = (capped / "report.html").read_text(encoding="utf-8")
+    metrics = html_metrics(html)
+    cut = [q.queue for q in data.queues if q.rows > CAP]
+    assert cut
+    for queue in cut:
+        assert metrics.pop(f"{queue}.sheet_rows") == str(CAP)
+        assert f"{queue}.csv" in html
+        assert f"{queue}.parquet" in html
+    assert metrics.pop("open.sheet_rows") == str(CAP)
+    assert metrics == expected_metrics(store.db)  # every other figure as without the cap
+    # The HTML's own list of the largest is not cut by the sheets' cap.
+    assert html.count("data-break-id=") == min(data.top, data.open_count)
+
+
+def test_reports_never_read_the_stores_bill_rows(store: Store, tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    shutil.copy(store.db, db)
+    with duckdb.connect(str(db)) as con:
+        con.execute("DROP TABLE bill_rows")
+    html, _ = write_reports(db, CH, DAY, tmp_path / "r")
+    assert html_metrics(html.read_text(encoding="utf-8")) == expected_metrics(store.db)
+
+
+def test_cells_keep_their_text_and_types_through_the_xml(data: ReportData, tmp_path: Path) -> None:
+    at = dt.datetime(2024, 3, 1, 9, 30, tzinfo=dt.UTC)
+    long = "y" * 40_000
+    texts = [
+        "00012345", "  padded ", "a\x01b", "_x0041_", "cr\rlf\n", long, "<b>&amp;</b>",
+        "=1+1", "", None,
+    ]  # fmt: skip
+    amounts = ["12.50", "-0.01", "1,234.50", "123456789012345678.00", "abc", "12.", ".5", "0.000",
+               "-1,5", None]  # fmt: skip
+    n = len(texts)
+    df = pl.DataFrame(
+        {
+            "merchant_order_id": texts,
+            "amount": amounts,
+            "amount_minor": [1, -1, 10**15, -(10**15) + 1, None, 0, 5, 6, 7, 8],
+            "business_date": [DAY] * n,
+            "settled_at": [at] * n,
+            "flag": [True, False, None, True, True, True, True, True, True, True],
+            "ratio": [1.5, None, float("inf"), 0.25, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+    path = tmp_path / "cells.xlsx"
+    write_xlsx(dataclasses.replace(data, queues=()), {"local_missing": df}, path)
+    recs = _records(openpyxl.load_workbook(path)["local_missing"])
+    assert len(recs) == n
+    got = [r["merchant_order_id"].value for r in recs]
+    assert got[:3] == ["00012345", "  padded ", "a\ufffdb"]
+    assert got[4] == "cr\rlf\n"
+    assert got[5] == "y" * 32_766 + "…"  # Excel's limit per cell
+    assert got[6] == "<b>&amp;</b>"
+    assert got[7] == "'=1+1"
+    assert got[8:] == [None, None]
+    assert all(r["merchant_order_id"].data_type == "s" for r in recs[:8])
+    with zipfile.ZipFile(path) as z:  # Excel reads _xHHHH_ as a character: escaped
+        assert "_x005F_x0041_" in z.read("xl/worksheets/sheet2.xml").decode()
+    cells = [r["amount"] for r in recs]
+    assert [(c.value, c.number_format) for c in cells[:3]] == [
+        (12.5, "#,##0.00"), (-0.01, "#,##0.00"), (1234.5, "#,##0.00")
+    ]  # fmt: skip
+    assert [c.value for c in cells[3:5]] == ["123456789012345678.00", "abc"]  # text
+    assert [(c.value, c.number_format) for c in cells[5:8]] == [
+        (12, "#,##0"), (0.5, "#,##0.0"), (0, "#,##0.000")
+    ]  # fmt: skip
+    assert cells[8].value == "'-1,5"
+    assert cells[9].value is None
+    minors = [r["amount_minor"] for r in recs]
+    assert (minors[0].value, minors[0].number_format) == (1, "0")
+    assert minors[2].value == str(10**15)  # past 15 digits: text
+    assert minors[3].value == -(10**15) + 1
+    date = recs[0]["business_date"]
+    assert (date.value, date.number_format) == (dt.datetime(2024, 3, 1), "yyyy-mm-dd")
+    assert recs[0]["settled_at"].value == "2024-03-01T09:30:00+00:00"
+    assert [r["flag"].value for r in recs[:3]] == ["true", "false", None]
+    assert [r["ratio"].value for r in recs[:3]] == [1.5, None, "inf"]
+
+
+def test_queue_files_from_a_lazy_frame_equal_those_from_a_frame(
+    store: Store, tmp_path: Path
+) -> None:
+    """A queue may come as a LazyFrame over Parquet parts: streamed to the files, same bytes."""
+    df = pl.read_parquet(store.out / "channel_missing.parquet")
+    df = df.with_columns(merchant_refund_id=pl.lit("@SUM(1+1)*cmd"))
+    assert df.height
+    write_frame(df, tmp_path / "eager")
+    write_frame(df.lazy(), tmp_path / "lazy")
+    eager_csv = (tmp_path / "eager.csv").read_bytes()
+    assert (tmp_path / "lazy.csv").read_bytes() == eager_csv
+    assert b"'@SUM" in eager_csv  # neutralised
+    assert pl.read_parquet(tmp_path / "lazy.parquet").equals(df)
+    assert not list(tmp_path.glob("*.tmp"))
