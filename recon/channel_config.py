@@ -191,19 +191,32 @@ class FeeRules:
         return cls(rate=rate, rounding=rounding, min_fee=dec("min_fee", "0"), refund_fee=refund_fee)
 
 
+# "1GB", "512 MB", "1.5GiB": a DuckDB memory limit (recon.duck.work_connection).
+MEMORY_LIMIT = re.compile(r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
+
+
 @dataclass(frozen=True)
 class ScaleRules:
     """How a channel-day is split for big days: ``shards`` hash shards of the key, each
-    diffed by its own Airflow mapped task, then merged (1 = no split)."""
+    diffed by its own Airflow mapped task, then merged (1 = no split); ``memory_limit``
+    caps the DuckDB work (the diff join, the shard split) of one task, beyond which it
+    spills to the run's work folder."""
 
     shards: int = 1
+    memory_limit: str = "1GB"
 
     @classmethod
     def from_table(cls, table: Any, where: str) -> ScaleRules:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table")
-        _check_keys(table, {"shards"}, set(), where)
+        _check_keys(table, {"shards", "memory_limit"}, set(), where)
         shards = table.get("shards", 1)
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 256:
             raise ConfigError(f"{where}.shards: expected a whole number 1..256, got {shards!r}")
-        return cls(shards=shards)
+        limit = table.get("memory_limit", cls.memory_limit)
+        if not isinstance(limit, str) or not MEMORY_LIMIT.match(limit):
+            raise ConfigError(
+                f"{where}.memory_limit: expected a size like '1GB', '512MB' or '1.5GiB', "
+                f"got {limit!r}"
+            )
+        return cls(shards=shards, memory_limit=limit)

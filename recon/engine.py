@@ -8,6 +8,10 @@ matched, local_missing (bill only), channel_missing (ledger only) or, for
 ledger rows in statuses the channel never bills (CLOSED, FAILED...),
 ledger_unsettled, which is not a break. Matched pairs whose compared fields
 differ give one field_mismatch row per field.
+
+The sides are frames or DuckDB queries (Parquet parts of a whole day): the join runs
+in DuckDB, which spills to its temp directory beyond its memory limit, and only the
+pairings that are not matched-and-equal leave it (with the count of the rest).
 """
 
 from __future__ import annotations
@@ -18,46 +22,100 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from recon.duck import as_query
 from recon.sides import KEY, SIDE_SCHEMA
 
 # field name as in the ledger contract -> how to compare.
 COMPARED_FIELDS = ("amount", "currency", "status", "channel_txn_id")
 
-# One row per pairing: which row of each side (``l_row`` / ``b_row``, row numbers of the
-# registered frames), its outcome, and whether a matched pair has any field to report
-# (the same tests as _MISMATCH_SQL, on integers instead of their text). Only the pairings
-# wanted (``{where}``) leave DuckDB, and only they are built in full: the bulk of a day is
-# matched and equal, and its count follows from the rest.
+# One row per pairing of the full outer join: both rows' columns side by side (key
+# columns from the bill row, else the ledger row) and which rows are there. Only the
+# pairings wanted leave DuckDB (``{wanted}``: by default all but the matched-and-equal,
+# the bulk of a day), with the number of pairings and of each side's rows: those counts,
+# got in the same pass, are what let the join run on the key alone (see diff).
 _PAIRS_SQL = """
-SELECT * FROM (
 WITH
-l AS (SELECT *, {l_occ} AS occ FROM ledger_side),
-b AS (SELECT *, {b_occ} AS occ FROM bill_side)
+l AS ({l_side}),
+b AS ({b_side}),
+j AS (
 SELECT
-  l._row AS l_row, b._row AS b_row,
+  coalesce(b.txn_type, l.txn_type) AS txn_type,
+  coalesce(b.merchant_order_id, l.merchant_order_id) AS merchant_order_id,
+  coalesce(b.merchant_refund_id, l.merchant_refund_id) AS merchant_refund_id,
   coalesce(b.occ, l.occ) AS occ,
-  CASE
-    WHEN b.txn_type IS NULL AND list_contains($settled, l.status) THEN 'channel_missing'
-    WHEN b.txn_type IS NULL THEN 'ledger_unsettled'
-    WHEN l.txn_type IS NULL THEN 'local_missing'
-    ELSE 'matched'
-  END AS outcome,
-  b.txn_type IS NOT NULL AND l.txn_type IS NOT NULL AND (
-    (l.amount_minor * CAST(10 ** (3 - l.exponent) AS BIGINT)) IS NOT NULL
-      AND (l.amount_minor * CAST(10 ** (3 - l.exponent) AS BIGINT))
-        IS DISTINCT FROM (b.amount_minor * CAST(10 ** (3 - b.exponent) AS BIGINT))
-    OR l.currency IS NOT NULL AND l.currency IS DISTINCT FROM b.currency
-    OR l.status IS NOT NULL AND l.status IS DISTINCT FROM b.status
-    OR nullif(l.channel_txn_id, '') IS NOT NULL
-      AND nullif(l.channel_txn_id, '') IS DISTINCT FROM b.channel_txn_id
-  ) AS differs
-FROM b FULL OUTER JOIN l USING (txn_type, merchant_order_id, merchant_refund_id, occ)
-) {where}
+  l.present AS l_present, b.present AS b_present,
+  b.txn_type <> l.txn_type OR b.merchant_order_id <> l.merchant_order_id
+    OR b.merchant_refund_id <> l.merchant_refund_id AS collision,
+  l.channel_txn_id AS l_channel_txn_id, b.channel_txn_id AS b_channel_txn_id,
+  l.amount_minor AS l_amount_minor, b.amount_minor AS b_amount_minor,
+  l.exponent AS l_exponent, b.exponent AS b_exponent,
+  l.currency AS l_currency, b.currency AS b_currency,
+  l.status AS l_status, b.status AS b_status,
+  l.origin_file AS ledger_file, l.origin_line AS ledger_row,
+  b.origin_file AS bill_file, b.origin_line AS bill_line
+FROM b FULL OUTER JOIN l ON {on}
+)
+SELECT
+  (SELECT count(*) FROM ({ledger})) AS ledger_rows,
+  (SELECT count(*) FROM ({bill})) AS bill_rows,
+  count(*) AS pairings,
+  list(j) FILTER (WHERE {wanted}) AS wanted
+FROM j
 """
-_UNMATCHED_OR_DIFFERING = "WHERE l_row IS NULL OR b_row IS NULL OR differs"
-# A key repeated on one side is paired in order of appearance.
-_OCC = "row_number() OVER (PARTITION BY txn_type, merchant_order_id, merchant_refund_id ORDER BY origin_line)"
-_ONCE = "CAST(1 AS BIGINT)"  # no key repeats on this side: every occurrence is the first
+# The first join is on a hash of the key (one integer: cheaper than three strings); a
+# missing part makes it NULL, matching nothing, as in a join on the parts themselves.
+# Pairings of different keys with one hash are kept (``collision``) and send the diff to
+# the join on the key itself.
+_KEY_HASH = (
+    "CASE WHEN txn_type IS NULL OR merchant_order_id IS NULL OR merchant_refund_id IS NULL "
+    "THEN NULL ELSE hash(txn_type, merchant_order_id, merchant_refund_id) END"
+)
+_ON_HASH = "b.h = l.h AND b.occ = l.occ"
+_ON_KEY = (
+    "b.txn_type = l.txn_type AND b.merchant_order_id = l.merchant_order_id "
+    "AND b.merchant_refund_id = l.merchant_refund_id AND b.occ = l.occ"
+)
+# A side for the join on the key alone: every row a first occurrence.
+_SIDE = "SELECT {cols}, CAST(1 AS BIGINT) AS occ, {h} AS h, TRUE AS present FROM ({query})"
+# A side whose repeated keys are numbered in order of appearance (line, then file). Only
+# the rows whose key hash repeats (few) go through the window, which sorts what it gets;
+# a hash shared by two keys only numbers more rows, each within its own key.
+_NUMBERED_SIDE = """
+WITH
+s AS MATERIALIZED (SELECT {cols}, {h} AS h FROM ({query})),
+r AS (SELECT h FROM s WHERE h IS NOT NULL GROUP BY h HAVING count(*) > 1)
+SELECT {cols}, CAST(1 AS BIGINT) AS occ, h, TRUE AS present
+FROM s WHERE h IS NOT NULL AND h NOT IN (SELECT h FROM r)
+UNION ALL
+SELECT {cols},
+  row_number() OVER (
+    PARTITION BY txn_type, merchant_order_id, merchant_refund_id
+    ORDER BY origin_line, origin_file
+  ) AS occ,
+  h, TRUE AS present
+FROM s WHERE h IS NULL OR h IN (SELECT h FROM r)
+"""
+# Whether a pairing is wanted: a row alone, a collision, or a matched pair with a field
+# to report (the tests of _MISMATCH_SQL, on integers instead of their text, written so
+# that an equal pair fails each at its first, cheap comparison).
+_UNMATCHED_OR_DIFFERING = """
+l_present IS NULL OR b_present IS NULL OR collision
+OR NOT coalesce(l_amount_minor = b_amount_minor AND l_exponent = b_exponent, FALSE)
+  AND (l_amount_minor * CAST(10 ** (3 - l_exponent) AS BIGINT)) IS NOT NULL
+  AND (l_amount_minor * CAST(10 ** (3 - l_exponent) AS BIGINT))
+    IS DISTINCT FROM (b_amount_minor * CAST(10 ** (3 - b_exponent) AS BIGINT))
+OR coalesce(l_currency <> b_currency, l_currency IS NOT NULL)
+OR coalesce(l_status <> b_status, l_status IS NOT NULL)
+OR coalesce(l_channel_txn_id <> b_channel_txn_id, l_channel_txn_id IS NOT NULL)
+  AND l_channel_txn_id <> ''
+"""
+# The columns of a pairing as the diff gives it.
+PAIRING_COLUMNS = (
+    *KEY, "occ", "outcome",
+    "l_channel_txn_id", "b_channel_txn_id", "l_amount_minor", "b_amount_minor",
+    "l_exponent", "b_exponent", "l_currency", "b_currency", "l_status", "b_status",
+    "ledger_file", "ledger_row", "bill_file", "bill_line",
+)  # fmt: skip
 
 # Amounts are compared as values: minor units scaled to three decimals, so a
 # currency mix-up between CNY and JPY shows in amount as well as currency.
@@ -95,97 +153,117 @@ class DiffResult:
 
 
 def diff(
-    ledger: pl.DataFrame,
-    bill: pl.DataFrame,
+    ledger: pl.DataFrame | str,
+    bill: pl.DataFrame | str,
     settled_statuses: Sequence[str] = ("SUCCESS",),
     con: duckdb.DuckDBPyConnection | None = None,
     *,
     keep_matched: bool = False,
 ) -> DiffResult:
-    """Diff two side views (recon.sides.SIDE_SCHEMA) of one channel-day."""
+    """Diff two side views of one channel-day: each a frame in recon.sides.SIDE_SCHEMA
+    or a DuckDB query yielding those columns (recon.sides.ledger_side_sql /
+    bill_side_sql). Give a recon.duck.work_connection to cap DuckDB's memory."""
     own = con is None
     if con is None:
         con = duckdb.connect()
         # Nothing here depends on the order rows leave the join (mismatches are sorted).
         con.execute("SET preserve_insertion_order = false")
-    lside = ledger.select(list(SIDE_SCHEMA))
-    bside = bill.select(list(SIDE_SCHEMA))
-    l_repeats, b_repeats = _repeats_a_key(lside), _repeats_a_key(bside)
+    cols = list(SIDE_SCHEMA)
     try:
-        con.register("ledger_side", _joinable(lside, l_repeats))
-        con.register("bill_side", _joinable(bside, b_repeats))
-        sql = _PAIRS_SQL.format(
-            l_occ=_OCC if l_repeats else _ONCE,
-            b_occ=_OCC if b_repeats else _ONCE,
-            where="" if keep_matched else _UNMATCHED_OR_DIFFERING,
-        )
-        wanted = con.sql(sql, params={"settled": list(settled_statuses)}).pl()
-    finally:
-        con.unregister("ledger_side")
-        con.unregister("bill_side")
-    outcome = pl.col("outcome")
-    rows = wanted.group_by("outcome").len().rows()
-    counts = dict.fromkeys(OUTCOMES, 0) | {str(k): int(n) for k, n in rows}
-    if not keep_matched:
+        with as_query(con, ledger, cols) as lq, as_query(con, bill, cols) as bq:
+
+            def pairings(numbered: bool, on: str) -> tuple[int, int, int, pl.DataFrame]:
+                side = _NUMBERED_SIDE if numbered else _SIDE
+                sql = _PAIRS_SQL.format(
+                    l_side=side.format(cols=", ".join(cols), h=_KEY_HASH, query=lq),
+                    b_side=side.format(cols=", ".join(cols), h=_KEY_HASH, query=bq),
+                    ledger=lq,
+                    bill=bq,
+                    on=on,
+                    wanted="TRUE" if keep_matched else _UNMATCHED_OR_DIFFERING,
+                )
+                got = con.sql(sql).pl()
+                l_rows, b_rows, n = (
+                    int(got[c][0]) for c in ("ledger_rows", "bill_rows", "pairings")
+                )
+                wanted = got.select(pl.col("wanted").explode()).drop_nulls().unnest("wanted")
+                return l_rows, b_rows, n, wanted
+
+            # First the join on the key (its hash) alone. When no key present on both sides
+            # repeats on either, each row is in exactly one pairing: there are as many
+            # pairings as ledger rows plus bill rows alone, and as bill rows plus ledger
+            # rows alone. A key repeated on one side and present on the other pairs each
+            # copy with each (more pairings): only then are the copies numbered (occ) and
+            # paired by number. On the hash still, unless two keys shared one: with none
+            # seen, every hash found on both sides is of one key.
+            l_rows, b_rows, n, pairs = pairings(False, _ON_HASH)
+            bill_alone = pairs.filter(pl.col("l_present").is_null()).height
+            ledger_alone = pairs.filter(pl.col("b_present").is_null()).height
+            collided = pairs.filter(pl.col("collision")).height > 0
+            if not collided and n - bill_alone == l_rows and n - ledger_alone == b_rows:
+                pairs = _number_lone_copies(pairs)
+            else:
+                l_rows, b_rows, n, pairs = pairings(True, _ON_KEY if collided else _ON_HASH)
+        pairs = pairs.with_columns(_outcome(settled_statuses)).select(PAIRING_COLUMNS)
+        outcome = pl.col("outcome")
+        counts = dict.fromkeys(OUTCOMES, 0) | {
+            str(k): int(v) for k, v in pairs.group_by("outcome").len().rows()
+        }
         # (key, occurrence) is unique on each side, so every bill row is in exactly one
-        # pairing: the matched ones are the bill rows not among the unmatched pairings.
-        bill_unmatched = wanted.filter((outcome != "matched") & pl.col("b_row").is_not_null())
-        counts["matched"] = bside.height - bill_unmatched.height
-    joined = _joined(wanted, lside, bside)
-    unmatched = joined.filter(outcome != "matched")
-    try:
-        con.register("joined", joined.filter(pl.col("differs")) if keep_matched else joined)
-        mismatches = con.sql(_MISMATCH_SQL).pl().drop("differs")
+        # pairing: the matched ones are the bill rows not alone in theirs.
+        counts["matched"] = b_rows - counts["local_missing"]
+        mismatches = _mismatches(con, pairs.filter(outcome == "matched"))
     finally:
-        con.unregister("joined")
         if own:
             con.close()
-    matched = joined.filter(outcome == "matched").drop("differs") if keep_matched else None
     return DiffResult(
-        counts=counts, unmatched=unmatched.drop("differs"), mismatches=mismatches, matched=matched
+        counts=counts,
+        unmatched=pairs.filter(outcome != "matched"),
+        mismatches=mismatches,
+        matched=pairs.filter(outcome == "matched") if keep_matched else None,
     )
 
 
-def _joinable(side: pl.DataFrame, repeats: bool) -> pl.DataFrame:
-    """What the pairing query reads of a side: row number, key, compared fields (and the
-    line, to number repeated keys); handing DuckDB less is faster."""
-    compared = ["amount_minor", "exponent", "currency", "status", "channel_txn_id"]
-    line = ["origin_line"] if repeats else []
-    return side.select(*KEY, *compared, *line).with_row_index("_row")
+def _mismatches(con: duckdb.DuckDBPyConnection, matched: pl.DataFrame) -> pl.DataFrame:
+    """One row per differing field of the matched pairs (a pairing's columns, then field,
+    l_val, b_val), by bill line and field."""
+    if matched.is_empty():
+        return matched.with_columns(
+            pl.lit(None, pl.String).alias(c) for c in ("field", "l_val", "b_val")
+        )
+    con.register("joined", matched)
+    try:
+        out: pl.DataFrame = con.sql(_MISMATCH_SQL).pl()
+    finally:
+        con.unregister("joined")
+    return out
 
 
-def _repeats_a_key(side: pl.DataFrame) -> bool:
-    """Whether some key may occur twice: distinct row hashes prove every key unique;
-    equal hashes (a repeat or, rarely, a collision) take the occurrence numbering."""
-    if side.height < 2:
-        return False
-    return bool(side.select(KEY).hash_rows().n_unique() < side.height)
+def _outcome(settled: Sequence[str]) -> pl.Expr:
+    ledger_alone = pl.col("b_present").is_null()
+    return (
+        pl.when(ledger_alone & pl.col("l_status").is_in(list(settled)))
+        .then(pl.lit("channel_missing"))
+        .when(ledger_alone)
+        .then(pl.lit("ledger_unsettled"))
+        .when(pl.col("l_present").is_null())
+        .then(pl.lit("local_missing"))
+        .otherwise(pl.lit("matched"))
+        .alias("outcome")
+    )
 
 
-def _joined(pairs: pl.DataFrame, ledger: pl.DataFrame, bill: pl.DataFrame) -> pl.DataFrame:
-    """The pairings in full: both sides' values side by side (the columns of one row of the
-    full outer join), key columns from the bill row, else the ledger row."""
-    lv = ledger[pairs.get_column("l_row")] if pairs.height else ledger.clear()
-    bv = bill[pairs.get_column("b_row")] if pairs.height else bill.clear()
-    return pl.DataFrame(
-        [
-            *(bv.get_column(k).fill_null(lv.get_column(k)) for k in KEY),
-            pairs.get_column("occ"),
-            pairs.get_column("outcome"),
-            lv.get_column("channel_txn_id").rename("l_channel_txn_id"),
-            bv.get_column("channel_txn_id").rename("b_channel_txn_id"),
-            lv.get_column("amount_minor").rename("l_amount_minor"),
-            bv.get_column("amount_minor").rename("b_amount_minor"),
-            lv.get_column("exponent").rename("l_exponent"),
-            bv.get_column("exponent").rename("b_exponent"),
-            lv.get_column("currency").rename("l_currency"),
-            bv.get_column("currency").rename("b_currency"),
-            lv.get_column("status").rename("l_status"),
-            bv.get_column("status").rename("b_status"),
-            lv.get_column("origin_file").rename("ledger_file"),
-            lv.get_column("origin_line").rename("ledger_row"),
-            bv.get_column("origin_file").rename("bill_file"),
-            bv.get_column("origin_line").rename("bill_line"),
-            pairs.get_column("differs"),
-        ]
+def _number_lone_copies(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Occurrence numbers after a join on the key alone that paired each row once: a key
+    with rows on both sides occurs once on each; the copies of a key on one side only are
+    all among the pairings, alone, and are numbered there in order of appearance."""
+    bill_alone = pl.col("l_present").is_null()
+    ledger_alone = pl.col("b_present").is_null()
+    line = pl.coalesce("bill_line", "ledger_row")
+    file = pl.coalesce("bill_file", "ledger_file")
+    occ = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(
+        [*KEY, bill_alone.alias("_b"), ledger_alone.alias("_l")], order_by=[line, file]
+    )
+    return pairs.with_columns(
+        pl.when(bill_alone | ledger_alone).then(occ).otherwise(pl.col("occ")).alias("occ")
     )

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recon.channel_config import LedgerRules, ScheduleRules, duration
+from recon.channel_config import LedgerRules, ScaleRules, ScheduleRules, duration
 from recon.errors import ConfigError
 from recon.rules import DEFAULT_RULES, RULES_ENV, load_rules
 
@@ -425,3 +425,19 @@ def test_fee_rules_are_strict(tmp_path: Path) -> None:
         text = re.sub(r"\[channels\.wechatpay\.(fees|breaks)\][^\[]*", "", text)
         msg = config_error(tmp_path, text + "\n" + table + "\n")
         assert msg.startswith(expected), msg
+
+
+def test_scale_rules_shards_and_memory_limit(tmp_path: Path) -> None:
+    x = load_rules(write_rules(tmp_path, BASE)).channel("wechatpay")
+    assert (x.scale.shards, x.scale.memory_limit) == (1, "1GB")
+    text = BASE + '\n[channels.wechatpay.scale]\nshards = 4\nmemory_limit = "1.5GiB"\n'
+    x = load_rules(write_rules(tmp_path, text)).channel("wechatpay")
+    assert (x.scale.shards, x.scale.memory_limit) == (4, "1.5GiB")
+    for good in ("512MB", "2 GB", "768MiB"):
+        assert ScaleRules.from_table({"memory_limit": good}, "s").memory_limit == good
+    for bad in ("1G", "1 TB", "-1GB", "lots", "1GB; SET threads=1", 1024):
+        text = BASE + f"\n[channels.wechatpay.scale]\nmemory_limit = {bad!r}\n".replace("'", '"')
+        msg = config_error(tmp_path, text)
+        assert msg.startswith("channels.wechatpay.scale.memory_limit: expected a size"), msg
+    msg = config_error(tmp_path, BASE + "\n[channels.wechatpay.scale]\nmemory = 1\n")
+    assert msg.startswith("channels.wechatpay.scale: unknown key(s) memory"), msg

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.generate import generate, write_day
+from recon.duck import work_connection
 from recon.engine import DiffResult, diff
 from recon.ledger import load_ledger_day
 from recon.pipeline import parse_bill
@@ -26,7 +27,7 @@ from recon.shard import (
     write_result,
     write_shards,
 )
-from recon.sides import KEY, bill_side
+from recon.sides import KEY, SIDE_SCHEMA, bill_side, bill_side_sql, ledger_side_sql
 from tests.test_engine_properties import side
 
 # A small key space, so that repeated keys on one side and overlaps are common.
@@ -121,20 +122,53 @@ def test_a_generated_day_sharded_through_files_equals_the_whole(
 ) -> None:
     rules = load_rules()
     ch = rules.channel(channel)
-    bill = parse_bill(ch, day_files[channel])
-    ledger = load_ledger_day(day_files["ledger"], ch.name, ch.timezone, DAY)
-    lside, bside = ledger.rows, bill_side(bill.rows)
-    whole = diff(lside, bside, ch.settled_statuses)
+    bill = parse_bill(ch, day_files[channel], work_dir=tmp_path / "bill")
+    ledger = load_ledger_day(day_files["ledger"], ch.name, ch.timezone, DAY, tmp_path / "ledger")
+    lquery, bquery = ledger_side_sql(ledger.rows_files), bill_side_sql(bill.rows_files)
+    con = work_connection(tmp_path / "duck", "256MB")
+    whole = diff(lquery, bquery, ch.settled_statuses, con)
     assert whole.counts["local_missing"] > 0  # the generated day has breaks of each kind
     assert whole.counts["channel_missing"] > 0
     assert whole.mismatches.height > 0
+    # The sides as frames diff as their queries do.
+    lside = ledger.rows.collect().select(list(SIDE_SCHEMA))
+    bside = bill_side(bill.rows.collect())
+    assert_same(diff(lside, bside, ch.settled_statuses), whole)
     assert_same(diff_sharded(lside, bside, ch.settled_statuses, 3), whole)
     # As the mapped tasks do it: shard files, one diff per shard, results through files.
-    shards = write_shards(lside, bside, 4, tmp_path / "shards")
+    for _ in range(2):  # splitting again replaces the parts of the first split
+        shards = write_shards(lquery, bquery, 4, tmp_path / "shards", con)
     assert [s["shard"] for s in shards] == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        f"shard-{i:03d}-of-004" for i in range(4)
+    ]
     done = [
-        write_result(diff_shard(s, ch.settled_statuses), tmp_path / "results" / s["shard"])
+        write_result(diff_shard(s, ch.settled_statuses, con), tmp_path / "results" / s["shard"])
         for s in shards
     ]
     merged = merge_results(read_result(p) for p in done)
     assert_same(merged, whole)
+    con.close()
+
+
+def test_shards_without_rows_get_an_empty_part(tmp_path: Path) -> None:
+    ledger = side([("payment", "1", "", "T1", 1, "CNY", "SUCCESS")], "l")
+    bill = side(
+        [
+            ("payment", "1", "", "T1", 2, "CNY", "SUCCESS"),
+            ("refund", "A", "r1", "", 1, "JPY", "SUCCESS"),
+        ],
+        "b",
+    )
+    shards = write_shards(ledger, bill, 7, tmp_path)
+    rows = 0
+    for s in shards:
+        for name in ("ledger", "bill"):
+            parts = sorted(Path(s[name]).glob("part-*.parquet"))
+            assert parts
+            got = pl.read_parquet(parts)
+            assert got.schema == pl.Schema(SIDE_SCHEMA)
+            rows += got.height
+    assert rows == 3
+    merged = merge_results(diff_shard(s) for s in shards)
+    assert_same(merged, diff(ledger, bill))
