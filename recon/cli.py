@@ -17,7 +17,14 @@ from typing import Any, NoReturn
 
 from recon import cli_breaks
 from recon.errors import ConfigError, FetchError, InputError
-from recon.pipeline import EXIT_BREAKS, EXIT_CLEAN, EXIT_ERROR, parse_bill, reconcile_day
+from recon.pipeline import (
+    EXIT_BREAKS,
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    parse_bill,
+    reconcile_day,
+    work_space,
+)
 from recon.rules import load_rules
 
 
@@ -112,18 +119,21 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     from recon.outputs import write_frame
 
     rules = load_rules(args.rules)
-    parsed = parse_bill(rules.channel(args.channel), args.bill, check_totals=not args.no_totals)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".parquet":
-        parsed.rows.write_parquet(out)
-    else:
-        parsed.rows.write_csv(out)
+    with work_space(out) as work:
+        parsed = parse_bill(
+            rules.channel(args.channel), args.bill, check_totals=not args.no_totals, work_dir=work
+        )
+        if out.suffix.lower() == ".parquet":
+            parsed.rows.sink_parquet(out)
+        else:
+            parsed.rows.sink_csv(out)
     if parsed.quarantine.height:
         write_frame(parsed.quarantine, out.with_name(out.stem + ".quarantine"))
     print(
         f"{args.bill}: layout {parsed.layout}, read {parsed.rows_read}, "
-        f"parsed {parsed.rows.height}, quarantined {parsed.quarantine.height} -> {out}"
+        f"parsed {parsed.n_rows}, quarantined {parsed.quarantine.height} -> {out}"
     )
     return EXIT_BREAKS if parsed.quarantine.height else EXIT_CLEAN
 

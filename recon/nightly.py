@@ -20,7 +20,7 @@ from recon.acquire import BillNotReady, check_ready, fetch_bill
 from recon.alerts import raise_alert
 from recon.bill_io import load_parsed, save_parsed
 from recon.errors import ConfigError
-from recon.pipeline import RunResult, parse_bill, reconcile_parsed
+from recon.pipeline import RunResult, parse_bill, reconcile_parsed, work_space
 from recon.rules import Channel, Rules
 from recon.sftp import PermanentFetchError, SftpEndpoint
 from recon.store import open_store, set_day_state
@@ -131,12 +131,15 @@ def download(
 
 def normalize(rules: Rules, channel_name: str, day: dt.date, bill_path: str) -> str:
     """Parse and prove the bill (conservation, control totals); save the standard rows."""
-    bill = parse_bill(rules.channel(channel_name), Path(bill_path))
+    normalized = day_dir(rules, channel_name, day) / "normalized"
+    bill = parse_bill(
+        rules.channel(channel_name), Path(bill_path), work_dir=normalized / "incoming"
+    )
     log.info(
         "%s %s: %s layout, %d rows parsed, %d quarantined",
-        channel_name, day, bill.layout, bill.rows.height, bill.quarantine.height,
+        channel_name, day, bill.layout, bill.n_rows, bill.quarantine.height,
     )  # fmt: skip
-    return str(save_parsed(bill, day_dir(rules, channel_name, day) / "normalized"))
+    return str(save_parsed(bill, normalized))
 
 
 def ledger_path(rules: Rules, channel_name: str, day: dt.date) -> Path:
@@ -160,30 +163,47 @@ def shard_inputs(
 ) -> list[dict[str, str]]:
     """Load the ledger's day once and split both sides into the channel's hash shards;
     one dict of paths per shard, for the mapped diff tasks."""
-    from recon.bill_io import save_ledger
+    from recon.bill_io import load_ledger, save_ledger
+    from recon.duck import work_connection
     from recon.pipeline import prepare
     from recon.shard import write_shards
-    from recon.sides import bill_side
+    from recon.sides import bill_side_sql, ledger_side_sql
 
     channel = rules.channel(channel_name)
     bill = load_parsed(Path(normalized_dir))
-    prep = prepare(rules, channel_name, day, bill, ledger_path(rules, channel_name, day))
     work = day_dir(rules, channel_name, day)
-    save_ledger(prep.ledger, work / "ledger")
-    shards = write_shards(
-        prep.ledger.rows, bill_side(bill.rows), channel.scale.shards, work / "shards"
+    prep = prepare(
+        rules, channel_name, day, bill, ledger_path(rules, channel_name, day), work / "incoming"
     )
+    ledger = save_ledger(prep.ledger, work / "ledger")
+    con = work_connection(work / "duckdb", channel.scale.memory_limit)
+    try:
+        shards = write_shards(
+            ledger_side_sql(load_ledger(ledger).rows_files),
+            bill_side_sql(bill.rows_files),
+            channel.scale.shards,
+            work / "shards",
+            con,
+        )
+    finally:
+        con.close()
     log.info("%s %s: %d shards of %d bill and %d ledger rows", channel_name, day,
-             len(shards), bill.rows.height, prep.ledger.rows.height)  # fmt: skip
+             len(shards), bill.n_rows, prep.ledger.n_rows)  # fmt: skip
     return shards
 
 
 def diff_shard(rules: Rules, channel_name: str, paths: dict[str, str]) -> str:
     """Diff one shard; its result's folder."""
+    from recon.duck import work_connection
     from recon.shard import diff_shard as run
     from recon.shard import write_result
 
-    result = run(paths, rules.channel(channel_name).settled_statuses)
+    channel = rules.channel(channel_name)
+    con = work_connection(Path(paths["bill"]).parent / "duckdb", channel.scale.memory_limit)
+    try:
+        result = run(paths, channel.settled_statuses, con)
+    finally:
+        con.close()
     log.info("%s shard %s/%s: %s", channel_name, paths["shard"], paths["k"], result.counts)
     return write_result(result, Path(paths["bill"]).parent / "result")
 
@@ -199,7 +219,7 @@ def merge_shards(
     work = day_dir(rules, channel_name, day)
     prep = Prepared(
         rules.channel(channel_name), day, load_parsed(Path(normalized_dir)),
-        load_ledger(work / "ledger"), dt.datetime.now(dt.UTC),
+        load_ledger(work / "ledger"), dt.datetime.now(dt.UTC), work,
     )  # fmt: skip
     merged = merge_results(read_result(d) for d in sorted(result_dirs))
     return str(finish(rules, prep, merged, work / "queues").out_dir)
@@ -240,10 +260,12 @@ def run_channel_day(
         day,
     )
     bill_path = download(rules, channel_name, day, endpoint, force=force)
-    bill = parse_bill(rules.channel(channel_name), Path(bill_path))
     out = day_dir(rules, channel_name, day) / "queues"
-    result = reconcile_parsed(
-        rules, channel_name, day, bill, ledger_path(rules, channel_name, day), out
-    )
+    with work_space(out) as work:
+        bill = parse_bill(rules.channel(channel_name), Path(bill_path), work_dir=work / "bill")
+        result = reconcile_parsed(
+            rules, channel_name, day, bill, ledger_path(rules, channel_name, day), out,
+            work_dir=work,
+        )  # fmt: skip
     publish(rules, channel_name, day, str(out))
     return result

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import polars as pl
 from parsers import ParseContext, ParsedBill, get_parser
 from recon.archive import sha256_of
 from recon.breaks import update_breaks
+from recon.duck import work_connection
 from recon.engine import DiffResult, diff
 from recon.errors import InputError
 from recon.ledger import LedgerDay, load_ledger_day
@@ -25,7 +28,7 @@ from recon.queues import Queues, build_queues
 from recon.report_data import write_reports
 from recon.requery import ChannelQuery
 from recon.rules import Channel, Rules
-from recon.sides import bill_side
+from recon.sides import bill_side_sql, ledger_side_sql
 from recon.store import open_store, record_run, transaction
 from recon.summary import build_summary
 
@@ -51,14 +54,18 @@ def stage(what: str) -> Iterator[None]:
     log.info("%s: done in %.1f s", what, time.perf_counter() - started)
 
 
-def parse_bill(channel: Channel, path: Path, *, check_totals: bool = True) -> ParsedBill:
-    """Parse and prove the bill whole: rows conserved and, by default, totals equal."""
+def parse_bill(
+    channel: Channel, path: Path, *, check_totals: bool = True, work_dir: Path | None = None
+) -> ParsedBill:
+    """Parse and prove the bill whole: rows conserved and, by default, totals equal.
+    The standard rows go to Parquet parts in ``work_dir`` (a temporary one when None)."""
     ctx = ParseContext(
         channel=channel.name,
         timezone=channel.timezone,
         status_map=channel.status_map,
         default_currency=channel.currency,
         check_totals=check_totals,
+        work_dir=work_dir,
     )
     parsed = get_parser(channel.parser).parse(path, ctx)
     parsed.check_conservation()
@@ -71,19 +78,25 @@ def _check_accounting(bill: ParsedBill, ledger: LedgerDay, counts: dict[str, int
     """Every parsed row is accounted for exactly once, on both sides."""
     bill_rows = counts["matched"] + counts["local_missing"]
     ledger_rows = counts["matched"] + counts["channel_missing"] + counts["ledger_unsettled"]
-    if bill_rows != bill.rows.height or ledger_rows != ledger.rows.height:
+    if bill_rows != bill.n_rows or ledger_rows != ledger.n_rows:
         raise RuntimeError(
-            f"accounting broken: bill {bill.rows.height} rows vs {bill_rows} classified, "
-            f"ledger {ledger.rows.height} rows vs {ledger_rows} classified"
+            f"accounting broken: bill {bill.n_rows} rows vs {bill_rows} classified, "
+            f"ledger {ledger.n_rows} rows vs {ledger_rows} classified"
         )
 
 
 def _check_bill_day(bill: ParsedBill, day: dt.date) -> None:
     """A bill none of whose rows falls on the day is the wrong bill: every row would
     be a false break. (A few rows across midnight are normal and are reconciled.)"""
-    dates = bill.rows.get_column("business_date")
-    if dates.len() and not (dates == day).any():
-        first, last = str(dates.min()), str(dates.max())
+    date = pl.col("business_date")
+    on_day, first, last = (
+        bill.rows.select(
+            (date == day).any().alias("on_day"), date.min().alias("first"), date.max().alias("last")
+        )
+        .collect(engine="streaming")
+        .row(0)
+    )
+    if bill.n_rows and not on_day:
         raise InputError(
             bill.path,
             f"no row of this bill falls on {day} (its rows run from {first} to {last}): "
@@ -113,15 +126,26 @@ def reconcile_day(
 ) -> RunResult:
     channel = rules.channel(channel_name)
     size = bill_path.stat().st_size / 1e6 if bill_path.exists() else 0.0
-    with stage(f"{channel.name} {day}: parse bill {bill_path} ({size:.1f} MB)"):
-        bill = parse_bill(channel, bill_path)
-    log.info(
-        "%s %s: bill rows read %d, parsed %d, quarantined %d",
-        channel.name, day, bill.rows_read, bill.rows.height, bill.quarantine.height,
-    )  # fmt: skip
-    return reconcile_parsed(
-        rules, channel_name, day, bill, ledger_path, out_dir, store_path=store_path, requery=requery
-    )
+    with work_space(out_dir) as work:
+        with stage(f"{channel.name} {day}: parse bill {bill_path} ({size:.1f} MB)"):
+            bill = parse_bill(channel, bill_path, work_dir=work / "bill")
+        log.info(
+            "%s %s: bill rows read %d, parsed %d, quarantined %d",
+            channel.name, day, bill.rows_read, bill.n_rows, bill.quarantine.height,
+        )  # fmt: skip
+        return reconcile_parsed(
+            rules, channel_name, day, bill, ledger_path, out_dir,
+            store_path=store_path, requery=requery, work_dir=work,
+        )  # fmt: skip
+
+
+@contextmanager
+def work_space(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder beside the outputs (same disk as the data) for the run's Parquet
+    parts and DuckDB's spill files, removed when the run ends."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-work-", dir=out_dir.parent) as d:
+        yield Path(d)
 
 
 @dataclass
@@ -133,21 +157,39 @@ class Prepared:
     bill: ParsedBill
     ledger: LedgerDay
     started: dt.datetime
+    work_dir: Path  # the run's scratch folder: ledger parts, DuckDB spill files
+    digests: Future[list[str]] | None = None  # sha256 of the bill and ledger files
 
 
 def prepare(
-    rules: Rules, channel_name: str, day: dt.date, bill: ParsedBill, ledger_path: Path
+    rules: Rules,
+    channel_name: str,
+    day: dt.date,
+    bill: ParsedBill,
+    ledger_path: Path,
+    work_dir: Path,
 ) -> Prepared:
+    """Check the bill's day and load the ledger's day (its parts go to ``work_dir``)."""
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
+    # The files' digests (provenance in the summary) are taken beside the parsing: hashlib
+    # lets other threads run while it hashes.
+    digests = _hash_in_background(bill.path, ledger_path)
     _check_bill_day(bill, day)
     with stage(f"{channel.name} {day}: load ledger {ledger_path}"):
-        ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day)
+        ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day, work_dir)
     log.info(
         "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
-        channel.name, day, ledger_path, ledger.rows_read, ledger.rows.height, ledger.quarantine.height,
+        channel.name, day, ledger_path, ledger.rows_read, ledger.n_rows, ledger.quarantine.height,
     )  # fmt: skip
-    return Prepared(channel, day, bill, ledger, started)
+    return Prepared(channel, day, bill, ledger, started, work_dir, digests)
+
+
+def _hash_in_background(*paths: Path) -> Future[list[str]]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+    future = pool.submit(lambda: [sha256_of(p)[0] for p in paths])
+    pool.shutdown(wait=False)
+    return future
 
 
 def finish(
@@ -167,16 +209,26 @@ def finish(
     quarantine = quarantine_of(bill, ledger)
     has_breaks = queues.has_breaks or quarantine.height > 0
     exit_code = EXIT_BREAKS if has_breaks else EXIT_CLEAN
+    bill_sha, ledger_sha = (
+        prep.digests.result()
+        if prep.digests
+        else [sha256_of(p)[0] for p in (bill.path, ledger.path)]
+    )
     files = {
         "bill_file": str(bill.path),
-        "bill_sha256": sha256_of(bill.path)[0],
+        "bill_sha256": bill_sha,
         "ledger_file": str(ledger.path),
-        "ledger_sha256": sha256_of(ledger.path)[0],
+        "ledger_sha256": ledger_sha,
     }
     summary = build_summary(channel.name, day, bill, ledger, result.counts, queues, files)
     summary["exit_code"] = exit_code
     run_id = uuid.uuid4().hex
-    with open_store(store_path or rules.store) as con, transaction(con):
+    store = open_store(
+        store_path or rules.store,
+        memory_limit=channel.scale.memory_limit,
+        temp_dir=prep.work_dir / "duckdb-store",
+    )
+    with store as con, transaction(con):
         with stage(f"{channel.name} {day}: update breaks"):
             update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
         summary["breaks"] = update.as_dict()
@@ -213,14 +265,36 @@ def reconcile_parsed(
     *,
     store_path: Path | None = None,
     requery: ChannelQuery | None = None,
+    work_dir: Path | None = None,
 ) -> RunResult:
     """Reconcile an already parsed (and proven) bill against the ledger's day."""
-    prep = prepare(rules, channel_name, day, bill, ledger_path)
+    if work_dir is None:
+        with work_space(out_dir) as work:
+            return reconcile_parsed(
+                rules, channel_name, day, bill, ledger_path, out_dir,
+                store_path=store_path, requery=requery, work_dir=work,
+            )  # fmt: skip
+    prep = prepare(rules, channel_name, day, bill, ledger_path, work_dir)
     with stage(
-        f"{prep.channel.name} {day}: diff {prep.ledger.rows.height} ledger x {bill.rows.height} bill rows"
+        f"{prep.channel.name} {day}: diff {prep.ledger.n_rows} ledger x {bill.n_rows} bill rows"
     ):
-        result = diff(prep.ledger.rows, bill_side(bill.rows), prep.channel.settled_statuses)
+        result = diff_prepared(prep)
     return finish(rules, prep, result, out_dir, store_path=store_path, requery=requery)
+
+
+def diff_prepared(prep: Prepared) -> DiffResult:
+    """The both-ways diff of a prepared day, in DuckDB straight from the Parquet parts,
+    spilling to the run's scratch folder beyond the channel's memory limit."""
+    con = work_connection(prep.work_dir / "duckdb", prep.channel.scale.memory_limit)
+    try:
+        return diff(
+            ledger_side_sql(prep.ledger.rows_files),
+            bill_side_sql(prep.bill.rows_files),
+            prep.channel.settled_statuses,
+            con,
+        )
+    finally:
+        con.close()
 
 
 __all__ = ["EXIT_BREAKS", "EXIT_CLEAN", "EXIT_ERROR", "InputError", "RunResult", "reconcile_day"]
