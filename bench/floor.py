@@ -6,6 +6,11 @@ No checks, no quarantine, no amounts: read_csv with the options each format need
 the key of each row, and a full outer join on (txn_type, merchant_order_id,
 merchant_refund_id). Prints the counts as JSON. Nothing recon does can be faster than
 this on the same machine; bench.run reports recon's time as a multiple of it.
+
+A gzipped bill (``.csv.gz``) is read as it is: DuckDB's read_csv gunzips by the file's
+extension. ``--temp-dir`` is where DuckDB spills (default: ``.tmp`` in the working
+folder) and ``--memory-limit`` its memory limit (default: DuckDB's own, 80% of the
+memory, or of the memory cgroup's limit when there is one).
 """
 
 from __future__ import annotations
@@ -75,8 +80,20 @@ def ledger_keys_sql(channel: str, ledger: Path) -> str:
     """
 
 
-def floor(channel: str, bill: Path, ledger: Path) -> dict[str, int]:
+def floor(
+    channel: str,
+    bill: Path,
+    ledger: Path,
+    *,
+    temp_dir: Path | None = None,
+    memory_limit: str | None = None,
+) -> dict[str, int]:
     con = duckdb.connect()
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        con.execute("SET temp_directory = ?", [str(temp_dir)])
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
     sql = f"""
     WITH b AS ({bill_keys_sql(channel, bill)}), l AS ({ledger_keys_sql(channel, ledger)})
     SELECT count(*) FILTER (WHERE b.txn_type IS NOT NULL AND l.txn_type IS NOT NULL),
@@ -97,9 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--channel", required=True, choices=["wechatpay", "alipay"])
     ap.add_argument("--bill", type=Path, required=True)
     ap.add_argument("--ledger", type=Path, required=True)
+    ap.add_argument("--temp-dir", type=Path, help="where DuckDB spills")
+    ap.add_argument("--memory-limit", help="DuckDB's memory_limit, e.g. 2GiB")
     a = ap.parse_args(argv)
     started = time.perf_counter()
-    counts = floor(a.channel, a.bill.resolve(), a.ledger.resolve())
+    counts = floor(
+        a.channel,
+        a.bill.resolve(),
+        a.ledger.resolve(),
+        temp_dir=a.temp_dir,
+        memory_limit=a.memory_limit,
+    )
     print(json.dumps({"seconds": time.perf_counter() - started, **counts}))
 
 

@@ -10,7 +10,8 @@ Writes into ``--out``:
   ``alipay_<day>.csv`` (业务明细, GBK, ``#`` preamble and footer totals, values ending
   with TAB); ``--gzip`` compresses it (``.csv.gz``), as the parsers accept;
 - ``ledger_<day>.csv``: the ledger export of the README's ledger contract, rows in a
-  shuffled order (an export is not in bill order);
+  shuffled order (an export is not in bill order: slices of ``SLICE_ROWS`` transactions
+  in a shuffled order, each shuffled);
 - ``expected.json``: rows per outcome as recon must find them, for a correctness check.
 
 ``--rows`` counts transactions (payments and refunds). One in ten is a partial refund of
@@ -18,7 +19,9 @@ the payment before it. About 0.1% of each break kind is injected: local_missing 
 lacks it), channel_missing (bill lacks it), amount and status mismatches; plus 0.1%
 CLOSED ledger orders the bill never lists (ledger_unsettled, not a break). Order ids mix
 the traps of the real world: zero padding, 18-digit numbers, ``123E4``-like ids.
-Deterministic for a given ``--seed``.
+Deterministic for a given ``--seed``. Made ``SLICE_ROWS`` transactions at a time, so
+memory stays flat at any size (100M rows: about 40 GB plain, 15 GB with ``--gzip``;
+bench.run checks the disk first).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import random
 import time
 from pathlib import Path
 
@@ -37,6 +41,7 @@ from data.generate import ALIPAY_HEADER, LEDGER_HEADER, WECHAT_HEADER, WECHAT_SU
 
 CHANNELS = ("wechatpay", "alipay")
 CHUNK_ROWS = 500_000  # bill lines rendered and written per slice: bounds memory
+SLICE_ROWS = 2_000_000  # transactions computed at a time: a 100M-row day never exists whole
 _MOD = 4_294_967_291  # a prime below 2**32: products stay inside Int64
 
 # Break kinds, chosen by the transaction index modulo 1000 (about 0.1% each).
@@ -77,8 +82,18 @@ def _clock(seconds: pl.Expr) -> pl.Expr:
     )
 
 
-def truth(rows: int, channel: str, day: dt.date, seed: int = 7) -> pl.DataFrame:
-    """One row per transaction: the facts both files are written from, plus break flags."""
+def truth(
+    rows: int,
+    channel: str,
+    day: dt.date,
+    seed: int = 7,
+    start: int = 0,
+    stop: int | None = None,
+) -> pl.DataFrame:
+    """One row per transaction: the facts both files are written from, plus break flags.
+
+    Transactions ``start`` to ``stop`` (default: all ``rows``) of the day; every value is
+    a function of the transaction's index and ``rows``, so slices can be made apart."""
     i = pl.col("i")
     refund = i % 10 == 9  # a partial refund of the payment just before it
     order_no = pl.when(refund).then(i - 1).otherwise(i)
@@ -100,7 +115,8 @@ def truth(rows: int, channel: str, day: dt.date, seed: int = 7) -> pl.DataFrame:
     txn_id = pl.concat_str(
         pl.lit(prefix), _pad(order_no, 12), _pad(_rand(order_no, seed + 1) % 10**width, width)
     )
-    frame = pl.DataFrame({"i": pl.int_range(rows, eager=True, dtype=pl.Int64)})
+    end = rows if stop is None else stop
+    frame = pl.DataFrame({"i": pl.int_range(start, end, eager=True, dtype=pl.Int64)})
     seconds = (order_no * 86_000) // max(rows, 1) + pl.when(refund).then(60).otherwise(0)
     return frame.with_columns(
         refund.alias("refund"),
@@ -157,7 +173,13 @@ def wechat_lines(bill: pl.DataFrame) -> pl.Series:
     return bill.select(line.alias("line")).to_series()
 
 
-def wechat_summary(bill: pl.DataFrame) -> list[str]:
+def _yuan_text(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def wechat_sums(bill: pl.DataFrame) -> dict[str, int]:
+    """The summary block's figures of these bill rows (they add up across slices)."""
     sums = bill.select(
         pl.len().alias("n"),
         pl.col("fen").filter(~pl.col("refund")).sum().alias("settle"),
@@ -166,11 +188,11 @@ def wechat_summary(bill: pl.DataFrame) -> list[str]:
         .sum()
         .alias("fee"),
     ).row(0, named=True)
+    return {k: int(v or 0) for k, v in sums.items()}
 
-    def yuan(fen: int) -> str:
-        sign = "-" if fen < 0 else ""
-        return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
+def wechat_summary(sums: dict[str, int]) -> list[str]:
+    yuan = _yuan_text
     figures = [
         str(sums["n"]), yuan(sums["settle"]), yuan(sums["refund"]), "0.00",
         yuan(sums["fee"]) + "000", yuan(sums["settle"]), yuan(sums["refund"]),
@@ -219,18 +241,19 @@ def alipay_preamble(day: dt.date, account: str = "20880211096256330156") -> list
     ]
 
 
-def alipay_footer(bill: pl.DataFrame, day: dt.date) -> list[str]:
+def alipay_sums(bill: pl.DataFrame) -> dict[str, int]:
+    """The footer's figures of these bill rows (they add up across slices)."""
     sums = bill.select(
         (~pl.col("refund")).sum().alias("pays"),
         pl.col("refund").sum().alias("refunds"),
         pl.col("fen").filter(~pl.col("refund")).sum().alias("pay_sum"),
         pl.col("fen").filter(pl.col("refund")).sum().alias("ref_sum"),
     ).row(0, named=True)
+    return {k: int(v or 0) for k, v in sums.items()}
 
-    def yuan(fen: int) -> str:
-        sign = "-" if fen < 0 else ""
-        return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
+def alipay_footer(sums: dict[str, int], day: dt.date) -> list[str]:
+    yuan = _yuan_text
     d1 = day + dt.timedelta(days=1)
     return [
         "#-----------------------------------------业务明细列表结束------------------------------------",
@@ -330,32 +353,63 @@ def _write_lines(
         out.write(data)
 
 
+def _slices(rows: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + SLICE_ROWS, rows)) for lo in range(0, max(rows, 1), SLICE_ROWS)]
+
+
+def _add(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
 def write_day(
     rows: int, channel: str, out: Path, *, day: dt.date, seed: int = 7, compress: bool = False
 ) -> dict[str, Path]:
+    """Write the bill, the ledger and the answer, ``SLICE_ROWS`` transactions at a time.
+
+    The bill lists the slices in order. The ledger lists them in a shuffled order, each
+    slice's rows shuffled, so an export is not in bill order at any size; a day of one
+    slice comes out as one shuffle of the whole."""
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
     out.mkdir(parents=True, exist_ok=True)
-    t = truth(rows, channel, day, seed)
-    bill = _in_bill(t)
+    slices = _slices(rows)
     gz = ".gz" if compress else ""
+    sums: dict[str, int] = {}
+    answer: dict[str, int] = {}
     if channel == "wechatpay":
         bill_path = out / f"wechatpay_{day:%Y%m%d}_ALL.csv{gz}"
         with _open(bill_path, compress) as f:
             f.write((WECHAT_HEADER + "\r\n").encode())
-            _write_lines(f, wechat_lines(bill), "utf-8")
-            f.write(("\r\n".join(wechat_summary(bill)) + "\r\n").encode())
+            for lo, hi in slices:
+                t = truth(rows, channel, day, seed, lo, hi)
+                bill = _in_bill(t)
+                _write_lines(f, wechat_lines(bill), "utf-8")
+                _add(sums, wechat_sums(bill))
+                _add(answer, expected(t))
+            f.write(("\r\n".join(wechat_summary(sums)) + "\r\n").encode())
     else:
         bill_path = out / f"alipay_{day:%Y%m%d}.csv{gz}"
         with _open(bill_path, compress) as f:
             f.write(("\r\n".join(alipay_preamble(day)) + "\r\n").encode("gbk"))
-            _write_lines(f, alipay_lines(bill), "gbk", _GBK_TOKENS)
-            f.write(("\r\n".join(alipay_footer(bill, day)) + "\r\n").encode("gbk"))
+            for lo, hi in slices:
+                t = truth(rows, channel, day, seed, lo, hi)
+                bill = _in_bill(t)
+                _write_lines(f, alipay_lines(bill), "gbk", _GBK_TOKENS)
+                _add(sums, alipay_sums(bill))
+                _add(answer, expected(t))
+            f.write(("\r\n".join(alipay_footer(sums, day)) + "\r\n").encode("gbk"))
     ledger_path = out / f"ledger_{day:%Y%m%d}.csv"
-    ledger(t, channel, day, seed).write_csv(ledger_path)
+    order = list(range(len(slices)))
+    random.Random(seed).shuffle(order)
+    with ledger_path.open("wb") as f:
+        for k, s in enumerate(order):
+            lo, hi = slices[s]
+            part = ledger(truth(rows, channel, day, seed, lo, hi), channel, day, seed + k)
+            part.write_csv(f, include_header=k == 0)
     expected_path = out / "expected.json"
-    answer = {"channel": channel, "date": day.isoformat(), "rows": rows, **expected(t)}
-    expected_path.write_text(json.dumps(answer, indent=2) + "\n")
+    whole = {"channel": channel, "date": day.isoformat(), "rows": rows, **answer}
+    expected_path.write_text(json.dumps(whole, indent=2) + "\n")
     return {"bill": bill_path, "ledger": ledger_path, "expected": expected_path}
 
 
