@@ -1080,6 +1080,13 @@ def main(argv: list[str] | None = None) -> None:
         "otherwise; 100M rows take about 15 GB gzipped, 40 GB plain)",
     )
     ap.add_argument("--timeout", type=float, help="seconds before a run is killed and failed")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="ROWS:CHANNEL",
+        help="leave out this case (e.g. 100000000:alipay; repeatable)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # clean up the run in flight, as on Ctrl-C
@@ -1100,10 +1107,64 @@ def main(argv: list[str] | None = None) -> None:
         for rows in sizes
         for channel in channels
     ]
+    skip = {tuple(x.split(":", 1)) for x in a.skip}
+    cases = [c for c in cases if (str(c.rows), c.channel) not in skip]
     check_disk(cases, a.clean)
+    prev = previous()
     started = time.time()
     loads: list[float] = []
     done: list[Case] = []
+
+    def write(done: list[Case]) -> None:
+        meta: dict[str, Any] = {
+            "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "command": "python -m bench.run "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "repeat": a.repeat,
+            "repeat_at": ", ".join(f"{n} at {r:,} rows" for r, n in repeat_at.items()),
+            "machine": machine(),
+            "versions": versions(),
+            "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a",
+            "took_s": round(time.time() - started),
+            "memory_cap": None if cap is None else asdict(cap),
+        }
+        summary = {
+            "when": meta["when"],
+            "label": a.label,
+            "commit": meta["versions"].get("recon commit", ""),
+            "cases": [
+                {
+                    "rows": c.rows,
+                    "channel": c.channel,
+                    "gzip": c.gzip,
+                    "medians": medians(c),
+                    "failed": c.failed,
+                }
+                for c in done
+            ],
+        }
+        record = {
+            **summary,
+            "meta": meta,
+            "samples": [
+                {
+                    "rows": c.rows,
+                    "channel": c.channel,
+                    "gzip": c.gzip,
+                    "runs": {n: [asdict(s) for s in ss] for n, ss in c.samples.items()},
+                }
+                for c in done
+            ],
+            "history": [*prev.get("history", []), summary],
+        }
+        text = render(done, {**meta, "cap_obj": cap}, prev, record["history"])
+        text += f"\n{MARK}\n{json.dumps(record, indent=1)}\n-->\n"
+        if a.no_write:
+            print(text)
+        else:
+            RESULTS.write_text(text)
+            print(f"wrote {RESULTS} ({meta['took_s']} s)")
+
     with _interrupt_note():
         for case in cases:
             limit: dict[str, str] = {}
@@ -1127,54 +1188,8 @@ def main(argv: list[str] | None = None) -> None:
             run_case(case, plan)
             loads += [s.load for ss in case.samples.values() for s in ss]
             done.append(case)
-    meta: dict[str, Any] = {
-        "when": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repeat": a.repeat,
-        "repeat_at": ", ".join(f"{n} at {r:,} rows" for r, n in repeat_at.items()),
-        "machine": machine(),
-        "versions": versions(),
-        "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a",
-        "took_s": round(time.time() - started),
-        "memory_cap": None if cap is None else asdict(cap),
-    }
-    prev = previous()
-    summary = {
-        "when": meta["when"],
-        "label": a.label,
-        "commit": meta["versions"].get("recon commit", ""),
-        "cases": [
-            {
-                "rows": c.rows,
-                "channel": c.channel,
-                "gzip": c.gzip,
-                "medians": medians(c),
-                "failed": c.failed,
-            }
-            for c in done
-        ],
-    }
-    record = {
-        **summary,
-        "meta": meta,
-        "samples": [
-            {
-                "rows": c.rows,
-                "channel": c.channel,
-                "gzip": c.gzip,
-                "runs": {n: [asdict(s) for s in ss] for n, ss in c.samples.items()},
-            }
-            for c in done
-        ],
-        "history": [*prev.get("history", []), summary],
-    }
-    text = render(done, {**meta, "cap_obj": cap}, prev, record["history"])
-    text += f"\n{MARK}\n{json.dumps(record, indent=1)}\n-->\n"
-    if a.no_write:
-        print(text)
-    else:
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS} ({meta['took_s']} s)")
+            # After each case: a run cut short still leaves what it measured.
+            write(done)
 
 
 if __name__ == "__main__":
