@@ -24,11 +24,12 @@ from parsers.base import ParseContext, ParsedBill, TotalCheck
 from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
-    check_encodings,
     default_workers,
+    gather,
     iter_chunks,
     lines_of,
     open_stream,
+    prepend,
     run_ordered,
     work_dir,
 )
@@ -44,7 +45,6 @@ from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
 from recon.money import decimal_or_none, to_minor
 from recon.parts import write_part
-from recon.schema import empty_quarantine
 
 TXN_ID = "支付宝交易号"
 ORDER_ID = "商户订单号"
@@ -117,23 +117,22 @@ class AlipayBillParser:
                     c,
                     out / f"standard-part-{i:05d}.parquet",
                 )
-                for i, c in enumerate(_chain(body, chunks))
+                for i, c in enumerate(prepend(body, chunks))
             )
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
-        check_encodings(source, [(d.first_line, d.encoding) for d in done])
+        got = gather(source, done)
         totals: list[TotalCheck] = []
         summary_line = None
         if ctx.check_totals:
             hashes = pl.concat([d.hash_lines for d in done])
             totals, summary_line = _totals(source, hashes, done)
-        quarantine = [d.quarantine for d in done if d.quarantine.height]
         return ParsedBill(
             path=path,
             layout=self.name,
-            rows_files=tuple(d.part for d in done),
-            n_rows=sum(d.n_rows for d in done),
-            quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
-            rows_read=sum(d.data_lines for d in done),
+            rows_files=got.rows_files,
+            n_rows=got.n_rows,
+            quarantine=got.quarantine,
+            rows_read=got.rows_read,
             totals=totals,
             summary_line=summary_line,
         )
@@ -184,11 +183,6 @@ def _parse_chunk(task: _Task) -> _Done:
         used,
         task.chunk.first_line,
     )
-
-
-def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    yield first
-    yield from rest
 
 
 # A preamble of '#' lines longer than this has no column header after it.

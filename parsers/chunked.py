@@ -18,15 +18,16 @@ import os
 import tempfile
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar, cast
+from typing import IO, Protocol, TypeVar, cast
 
 import polars as pl
 
 from parsers.common import GZIP_MAGIC, decode
 from recon.errors import InputError
+from recon.schema import empty_quarantine
 
 # Lines per chunk follow from this: about 120,000 WeChat lines. A chunk expands to
 # several times its size while parsed, times the chunks in flight.
@@ -150,6 +151,50 @@ def check_encodings(path: Path | str, used: Iterable[tuple[int, str]]) -> None:
             raise InputError(
                 path, f"mixed encodings: {a} from line {la}, {b} from line {lb}", line=lb
             )
+
+
+def prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    yield first
+    yield from rest
+
+
+class ChunkDone(Protocol):
+    """What every parser's worker reports of its chunk."""
+
+    @property
+    def part(self) -> Path: ...
+    @property
+    def n_rows(self) -> int: ...
+    @property
+    def data_lines(self) -> int: ...
+    @property
+    def quarantine(self) -> pl.DataFrame: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def first_line(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The chunks' results put together, in file order."""
+
+    rows_files: tuple[Path, ...]
+    n_rows: int
+    quarantine: pl.DataFrame
+    rows_read: int
+
+
+def gather(source: Path | str, done: Sequence[ChunkDone]) -> Gathered:
+    """One encoding for the whole file; parts, counts and quarantine in file order."""
+    check_encodings(source, [(d.first_line, d.encoding) for d in done])
+    quarantine = [d.quarantine for d in done if d.quarantine.height]
+    return Gathered(
+        rows_files=tuple(d.part for d in done),
+        n_rows=sum(d.n_rows for d in done),
+        quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
+        rows_read=sum(d.data_lines for d in done),
+    )
 
 
 def work_dir(given: Path | None) -> Path:

@@ -21,11 +21,12 @@ from parsers.base import ParseContext, ParsedBill, TotalCheck
 from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
-    check_encodings,
     default_workers,
+    gather,
     iter_chunks,
     lines_of,
     open_stream,
+    prepend,
     run_ordered,
     work_dir,
 )
@@ -34,7 +35,6 @@ from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
 from recon.money import decimal_or_none, to_minor_by_currency
 from recon.parts import write_part
-from recon.schema import empty_quarantine
 
 SEP = ",`"  # between data values; a bare comma may occur inside goods names
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -503,7 +503,7 @@ class _Reader:
         return str(lines.item(0, "text")), body
 
     def body(self, first: Chunk) -> Iterator[Chunk]:
-        for chunk in _chain(first, self.chunks):
+        for chunk in prepend(first, self.chunks):
             if self.tail:  # past the summary's start: all tail, up to a limit
                 if sum(len(c.data) for c in self.tail) < _TAIL_LIMIT:
                     self.tail.append(chunk)
@@ -523,11 +523,6 @@ class _Reader:
         if not frames:
             return pl.DataFrame(schema={"line": pl.Int64, "text": pl.String})
         return pl.concat(frames)
-
-
-def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    yield first
-    yield from rest
 
 
 def _totals(summary: Summary, done: list[_Done]) -> list[TotalCheck]:
@@ -562,16 +557,15 @@ class WechatPayV2Parser:
             )
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
             tail = reader.tail_lines()
-        check_encodings(path, [(d.first_line, d.encoding) for d in done])
+        got = gather(path, done)
         summary = find_summary(path, tail)
-        quarantine = [d.quarantine for d in done if d.quarantine.height]
         return ParsedBill(
             path=path,
             layout=layout.name,
-            rows_files=tuple(d.part for d in done),
-            n_rows=sum(d.n_rows for d in done),
-            quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
-            rows_read=sum(d.data_lines for d in done),
+            rows_files=got.rows_files,
+            n_rows=got.n_rows,
+            quarantine=got.quarantine,
+            rows_read=got.rows_read,
             totals=_totals(summary, done),
             summary_line=summary.values_line,
         )
