@@ -102,6 +102,15 @@ class Layout:
         return "申请退款金额" if self.has("申请退款金额") else "退款金额"
 
     @property
+    def used(self) -> frozenset[str]:
+        """The columns parsing reads: the standard row's sources and the summed ones."""
+        wanted = {*self.required, self.payment_amount, "货币种类", "退款成功时间"}
+        if self.has_refunds:
+            wanted.add(self.refund_amount)
+        wanted.update(SUMMARY_SOURCES.values())
+        return frozenset(c for c in self.columns if c in wanted)
+
+    @property
     def required(self) -> tuple[str, ...]:
         refund = REFUND_REQUIRED if self.has_refunds else ()
         times = ("退款成功时间",) if self.refund_bill else ()
@@ -163,12 +172,15 @@ def find_summary(path: Path, lines: pl.DataFrame) -> Summary:
     return Summary(header_line, values_line, figures)
 
 
-def split_fields(data: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+def split_fields(
+    data: pl.DataFrame, columns: tuple[str, ...], keep: frozenset[str] | None = None
+) -> pl.DataFrame:
     """Data lines -> one string column per bill column, plus ``line``, ``raw``, ``_n``.
 
     Fields before the elastic column are counted from the start, those after it
     from the end, and whatever lies between is the elastic value. A row with
     fewer fields than the header gets nulls everywhere: its values cannot be placed.
+    With ``keep``, only those columns are made (a big bill's rows are many).
     """
     width, elastic = len(columns), columns.index(ELASTIC)
     pieces, n = pl.col("_p"), pl.col("_n")
@@ -183,11 +195,12 @@ def split_fields(data: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
     split = data.with_columns(
         pl.col("text").str.strip_prefix("`").str.split(SEP).alias("_p")
     ).with_columns(pl.col("_p").list.len().cast(pl.Int64).alias("_n"))
+    wanted = [i for i, c in enumerate(columns) if keep is None or c in keep]
     if split.height and bool((split.get_column("_n") == width).all()):
         # Every row has exactly the header's fields (the usual bill): field i is piece i.
-        fields = [pieces.list.get(i).alias(c) for i, c in enumerate(columns)]
+        fields = [pieces.list.get(i).alias(columns[i]) for i in wanted]
     else:
-        fields = [field(i) for i in range(width)]
+        fields = [field(i) for i in wanted]
     return split.select("line", pl.col("text").alias("raw"), "_n", *fields)
 
 
@@ -455,7 +468,7 @@ class _Done:
 def _parse_chunk(task: _Task) -> _Done:
     lines, used = lines_of(task.path, task.chunk)
     data = lines.filter(pl.col("text").str.strip_chars() != "")
-    fields = split_fields(data, task.layout.columns)
+    fields = split_fields(data, task.layout.columns, task.layout.used)
     staged = stage(fields, task.layout, task.ctx, task.path)
     rows, quarantine = split_quarantine(staged, row_checks(task.layout), task.path)
     write_part(rows, task.part)

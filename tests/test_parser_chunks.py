@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from parsers import get_parser
 from parsers.base import ParseContext, ParsedBill
-from parsers.chunked import Chunk, iter_chunks, open_stream
+from parsers.chunked import Chunk, iter_chunks, open_stream, run_ordered
 from recon.errors import InputError
 from recon.rules import load_rules
 
@@ -134,3 +135,15 @@ def test_parts_hold_the_standard_columns(tmp_path: Path) -> None:
     for part in bill.rows_files:
         assert part.parent == tmp_path
         assert pl.read_parquet_schema(part) == dict(bill.rows.collect_schema())
+
+
+def _allocator_conf(_: int) -> str | None:
+    return os.environ.get("_RJEM_MALLOC_CONF")
+
+
+def test_workers_keep_freed_memory_and_the_parent_is_untouched() -> None:
+    before = os.environ.get("_RJEM_MALLOC_CONF")
+    seen = list(run_ordered(_allocator_conf, range(3), workers=2))
+    # polars puts its own settings first; the last ones win, so the workers keep pages.
+    assert all(c is not None and c.endswith("dirty_decay_ms:-1,muzzy_decay_ms:-1") for c in seen)
+    assert os.environ.get("_RJEM_MALLOC_CONF") == before
