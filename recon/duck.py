@@ -56,7 +56,9 @@ def as_query(
         yield side
         return
     name = f"_recon_frame_{next(_names)}"
-    con.register(name, side.select(columns))
+    # As Arrow string views, polars' own layout: no copy (DuckDB would otherwise convert
+    # the frame, copying every string, for each query that reads it).
+    con.register(name, side.select(columns).to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
         yield f"SELECT * FROM {name}"
     finally:

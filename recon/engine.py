@@ -9,9 +9,10 @@ ledger rows in statuses the channel never bills (CLOSED, FAILED...),
 ledger_unsettled, which is not a break. Matched pairs whose compared fields
 differ give one field_mismatch row per field.
 
-The sides are frames or DuckDB queries (Parquet parts of a whole day): the join runs
-in DuckDB, which spills to its temp directory beyond its memory limit, and only the
-pairings that are not matched-and-equal leave it (with the count of the rest).
+The sides are frames or DuckDB queries (Parquet parts of a whole day): the joins run
+in DuckDB, which spills to its temp directory beyond its memory limit. A first, narrow
+join on hashes (recon.narrow) finds the few keys whose rows may not pair off equal;
+only their rows leave DuckDB, to be paired whole here (every row, with keep_matched).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import duckdb
 import polars as pl
 
 from recon.duck import as_query
+from recon.narrow import narrow
 from recon.sides import KEY, SIDE_SCHEMA
 
 # field name as in the ledger contract -> how to compare.
@@ -171,39 +173,14 @@ def diff(
     cols = list(SIDE_SCHEMA)
     try:
         with as_query(con, ledger, cols) as lq, as_query(con, bill, cols) as bq:
-
-            def pairings(numbered: bool, on: str) -> tuple[int, int, int, pl.DataFrame]:
-                side = _NUMBERED_SIDE if numbered else _SIDE
-                sql = _PAIRS_SQL.format(
-                    l_side=side.format(cols=", ".join(cols), h=_KEY_HASH, query=lq),
-                    b_side=side.format(cols=", ".join(cols), h=_KEY_HASH, query=bq),
-                    ledger=lq,
-                    bill=bq,
-                    on=on,
-                    wanted="TRUE" if keep_matched else _UNMATCHED_OR_DIFFERING,
-                )
-                got = con.sql(sql).pl()
-                l_rows, b_rows, n = (
-                    int(got[c][0]) for c in ("ledger_rows", "bill_rows", "pairings")
-                )
-                wanted = got.select(pl.col("wanted").explode()).drop_nulls().unnest("wanted")
-                return l_rows, b_rows, n, wanted
-
-            # First the join on the key (its hash) alone. When no key present on both sides
-            # repeats on either, each row is in exactly one pairing: there are as many
-            # pairings as ledger rows plus bill rows alone, and as bill rows plus ledger
-            # rows alone. A key repeated on one side and present on the other pairs each
-            # copy with each (more pairings): only then are the copies numbered (occ) and
-            # paired by number. On the hash still, unless two keys shared one: with none
-            # seen, every hash found on both sides is of one key.
-            l_rows, b_rows, n, pairs = pairings(False, _ON_HASH)
-            bill_alone = pairs.filter(pl.col("l_present").is_null()).height
-            ledger_alone = pairs.filter(pl.col("b_present").is_null()).height
-            collided = pairs.filter(pl.col("collision")).height > 0
-            if not collided and n - bill_alone == l_rows and n - ledger_alone == b_rows:
-                pairs = _number_lone_copies(pairs)
+            if keep_matched:
+                b_rows, pairs = _pairings(con, lq, bq, keep_matched=True)
             else:
-                l_rows, b_rows, n, pairs = pairings(True, _ON_KEY if collided else _ON_HASH)
+                # Only the rows of keys that may not pair off equal (few) are paired whole.
+                few = narrow(con, lq, bq, _KEY_HASH, cols)
+                b_rows = few.bill_rows
+                with as_query(con, few.ledger, cols) as lf, as_query(con, few.bill, cols) as bf:
+                    _, pairs = _pairings(con, lf, bf, keep_matched=False)
         pairs = pairs.with_columns(_outcome(settled_statuses)).select(PAIRING_COLUMNS)
         outcome = pl.col("outcome")
         counts = dict.fromkeys(OUTCOMES, 0) | {
@@ -222,6 +199,45 @@ def diff(
         mismatches=mismatches,
         matched=pairs.filter(outcome == "matched") if keep_matched else None,
     )
+
+
+def _pairings(
+    con: duckdb.DuckDBPyConnection, lq: str, bq: str, *, keep_matched: bool
+) -> tuple[int, pl.DataFrame]:
+    """The bill's row count and the wanted pairings (all when ``keep_matched``, else all
+    but the matched-and-equal) of two side queries, paired whole."""
+    cols = ", ".join(SIDE_SCHEMA)
+
+    def pairings(numbered: bool, on: str) -> tuple[int, int, int, pl.DataFrame]:
+        side = _NUMBERED_SIDE if numbered else _SIDE
+        sql = _PAIRS_SQL.format(
+            l_side=side.format(cols=cols, h=_KEY_HASH, query=lq),
+            b_side=side.format(cols=cols, h=_KEY_HASH, query=bq),
+            ledger=lq,
+            bill=bq,
+            on=on,
+            wanted="TRUE" if keep_matched else _UNMATCHED_OR_DIFFERING,
+        )
+        got = con.sql(sql).pl()
+        l_rows, b_rows, n = (int(got[c][0]) for c in ("ledger_rows", "bill_rows", "pairings"))
+        wanted = got.select(pl.col("wanted").explode()).drop_nulls().unnest("wanted")
+        return l_rows, b_rows, n, wanted
+
+    # First the join on the key (its hash) alone. When no key present on both sides
+    # repeats on either, each row is in exactly one pairing: there are as many
+    # pairings as ledger rows plus bill rows alone, and as bill rows plus ledger
+    # rows alone. A key repeated on one side and present on the other pairs each
+    # copy with each (more pairings): only then are the copies numbered (occ) and
+    # paired by number. On the hash still, unless two keys shared one: with none
+    # seen, every hash found on both sides is of one key.
+    l_rows, b_rows, n, pairs = pairings(False, _ON_HASH)
+    bill_alone = pairs.filter(pl.col("l_present").is_null()).height
+    ledger_alone = pairs.filter(pl.col("b_present").is_null()).height
+    collided = pairs.filter(pl.col("collision")).height > 0
+    if not collided and n - bill_alone == l_rows and n - ledger_alone == b_rows:
+        return b_rows, _number_lone_copies(pairs)
+    _, b_rows, _, pairs = pairings(True, _ON_KEY if collided else _ON_HASH)
+    return b_rows, pairs
 
 
 def _mismatches(con: duckdb.DuckDBPyConnection, matched: pl.DataFrame) -> pl.DataFrame:
