@@ -96,37 +96,42 @@ def _billed_before(
 # Orders refunded today whose refunds, over every bill so far (the store's bill_rows of
 # earlier days and today's rows, ``{today}``), pass what was paid; with the last of today's
 # refunds of the order (by bill line), which the break is raised on. An order no bill has
-# a payment of is not checked.
+# a payment of is not checked. The sums read only key and amount; the last refund's line,
+# id and file are looked up for the few orders over (on a big day, arg_max over every
+# refund's wide strings costs more than the sums).
 _REFUNDS_OVER_SQL = """
-WITH today AS (
-  SELECT txn_type, merchant_order_id, merchant_refund_id, amount_minor, source_file, source_line
-  FROM {today}
+WITH refunded AS MATERIALIZED (
+  SELECT DISTINCT merchant_order_id FROM {today} WHERE txn_type = 'refund'
+),
+everything AS (
+  SELECT txn_type, merchant_order_id, amount_minor FROM bill_rows
+  WHERE channel = $channel AND business_date < $day AND txn_type IN ('payment', 'refund')
+    AND merchant_order_id IN (SELECT merchant_order_id FROM refunded)
+  UNION ALL
+  SELECT txn_type, merchant_order_id, amount_minor FROM {today}
+  WHERE txn_type IN ('payment', 'refund')
+    AND merchant_order_id IN (SELECT merchant_order_id FROM refunded)
+),
+over AS MATERIALIZED (
+  SELECT * FROM (
+    SELECT merchant_order_id,
+           CAST(sum(amount_minor) FILTER (WHERE txn_type = 'payment') AS BIGINT) AS paid,
+           CAST(sum(amount_minor) FILTER (WHERE txn_type = 'refund') AS BIGINT) AS refunded
+    FROM everything GROUP BY merchant_order_id
+  ) WHERE paid IS NOT NULL AND refunded > paid
 ),
 last_refund AS (
   SELECT merchant_order_id,
          arg_max(merchant_refund_id, source_line) AS merchant_refund_id,
          arg_max(source_file, source_line) AS source_file,
          max(source_line) AS source_line
-  FROM today WHERE txn_type = 'refund' GROUP BY merchant_order_id
-),
-everything AS (
-  SELECT txn_type, merchant_order_id, amount_minor FROM bill_rows
-  WHERE channel = $channel AND business_date < $day
-    AND merchant_order_id IN (SELECT merchant_order_id FROM last_refund)
-  UNION ALL
-  SELECT txn_type, merchant_order_id, amount_minor FROM today
-  WHERE merchant_order_id IN (SELECT merchant_order_id FROM last_refund)
-),
-sums AS (
-  SELECT merchant_order_id,
-         CAST(sum(amount_minor) FILTER (WHERE txn_type = 'payment') AS BIGINT) AS paid,
-         CAST(sum(amount_minor) FILTER (WHERE txn_type = 'refund') AS BIGINT) AS refunded
-  FROM everything GROUP BY merchant_order_id
+  FROM {today}
+  WHERE txn_type = 'refund' AND merchant_order_id IN (SELECT merchant_order_id FROM over)
+  GROUP BY merchant_order_id
 )
 SELECT 'refund' AS txn_type, s.merchant_order_id, r.merchant_refund_id, s.paid, s.refunded,
        r.source_file, r.source_line
-FROM sums s JOIN last_refund r USING (merchant_order_id)
-WHERE s.paid IS NOT NULL AND s.refunded > s.paid
+FROM over s JOIN last_refund r USING (merchant_order_id)
 ORDER BY r.source_line
 """
 

@@ -204,7 +204,9 @@ def fee_mismatch(
     bill_rows: pl.LazyFrame, fees: FeeRules | None, min_fee_minor: int
 ) -> pl.DataFrame:
     """Bill rows whose fee is not what the rate schedule says (a streaming filter: only the
-    rows that differ are collected)."""
+    rows that differ are collected). The filter is on expressions, not on a derived column,
+    so polars evaluates it in the Parquet reader and decodes the other columns only for
+    the rows it keeps."""
     if fees is None:
         return _finish(pl.DataFrame())
     computed = _expected_fee(pl.col("amount_minor"), fees)
@@ -214,9 +216,8 @@ def fee_mismatch(
     exp = pl.lit(2, pl.Int64)  # fees are in the bill's currency; CNY bills have 2 decimals
     wanted = [*KEY, "channel_txn_id", "amount_minor", "fee_minor", "currency", "source_file"]
     df = (
-        bill_rows.select(*wanted, "source_line")
-        .with_columns(expected.alias("expected_fee"))
-        .filter(pl.col("fee_minor") != pl.col("expected_fee"))
+        bill_rows.filter(pl.col("fee_minor") != expected)
+        .select(*wanted, "source_line", expected.alias("expected_fee"))
         .collect(engine="streaming")
     )
     df = df.with_columns(

@@ -174,3 +174,21 @@ def test_local_missing_takes_its_time_from_its_own_row(channel: Channel, tmp_pat
         run_day(con, channel, D1, billed, [in_ledger(r) for r in billed[:2]], tmp_path)
         got = con.execute("SELECT kind, state, reason_code, bill_line FROM break_items").fetchall()
     assert got == [("local_missing", "pending_timing", "TIMING_CUTOFF", 4)]
+
+
+def test_refunds_over_payment_raise_on_the_last_refund(channel: Channel, tmp_path: Path) -> None:
+    billed = [
+        pay("P", 10000),
+        refund("P", "P-R2", 6000),
+        refund("Q", "Q-R1", 100),  # no bill has a payment of Q: not checked
+        refund("P", "P-R1", 5000),  # the last of P's refunds, in the bill's second part
+        pay("OK", 10000),
+        refund("OK", "OK-R1", 10000),  # refunded in full: not over
+    ]
+    with open_store(tmp_path / "s.duckdb") as con:
+        run_day(con, channel, D1, billed, [in_ledger(r) for r in billed], tmp_path)
+        got = con.execute(
+            "SELECT merchant_order_id, merchant_refund_id, kind, amount_minor, ledger_value, "
+            "channel_value, bill_line FROM break_items"
+        ).fetchall()
+    assert got == [("P", "P-R1", "refund_exceeds_payment", 1000, "100.00", "110.00", 5)]
