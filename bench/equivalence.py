@@ -26,7 +26,7 @@ from parsers.common import decode, read_lines, split_lines
 from parsers.wechatpay import decimal_sum
 from recon.currency import CURRENCY_EXPONENTS
 from recon.engine import _MISMATCH_SQL, OUTCOMES, DiffResult, diff
-from recon.ledger import _exact_normalised, _normalised_created_at
+from recon.ledger_time import _exact_normalised, _normalised_created_at
 from recon.money import _exact_minor, decimal_or_none, to_minor, to_minor_by_currency
 from recon.sides import SIDE_SCHEMA
 

@@ -25,10 +25,8 @@ from pathlib import Path
 
 import polars as pl
 
-from recon.checks import RowCheck, apply_checks
-from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
-from recon.money import exponent_expr, to_minor_by_currency
+from recon.ledger_rows import split
 from recon.parts import write_part
 from recon.schema import QUARANTINE_SCHEMA
 from recon.sides import SIDE_SCHEMA
@@ -44,7 +42,6 @@ LEDGER_COLUMNS = (
     "status",
     "created_at",
 )
-_ISO_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?[+-]\d{2}:\d{2}$"
 
 
 LEDGER_ROW_SCHEMA: dict[str, pl.DataType] = {
@@ -232,163 +229,6 @@ def _last_record_end(buf: bytearray, start: int) -> int:
     return -1
 
 
-def _normalised_created_at(col: pl.Expr) -> pl.Expr:
-    """Bring the ISO 8601 variants (Z, +08, +0800, space, no seconds) to one form.
-
-    Values already in that form stay as they are and ``...Z`` becomes ``...+00:00``
-    without the regex chain, which runs only for the other spellings."""
-    return col.map_batches(_normalised_series, return_dtype=pl.String, is_elementwise=True)
-
-
-# Exactly what _exact_normalised makes of them: kept, and Z -> +00:00.
-_ISO_Z = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
-
-
-def _normalised_series(s: pl.Series) -> pl.Series:
-    frame = s.cast(pl.String).rename("v").to_frame()
-    v = pl.col("v")
-    kinds = frame.select(
-        v.str.contains(_ISO_OFFSET).fill_null(False).alias("iso"),
-        v.str.contains(_ISO_Z).fill_null(False).alias("z"),
-    )
-    iso, z = kinds.get_column("iso"), kinds.get_column("z")
-    if iso.all():
-        return s
-    out = frame.select(pl.when(z).then(v.str.head(-1) + pl.lit("+00:00")).otherwise(v)).to_series()
-    others = (~(iso | z)).arg_true()
-    if others.len():
-        out = out.scatter(others, frame[others].select(_exact_normalised(v)).to_series())
-    return out.rename(s.name)
-
-
-def _exact_normalised(col: pl.Expr) -> pl.Expr:
-    """The reference normalisation behind :func:`_normalised_created_at`."""
-    s = col.str.strip_chars().str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
-    s = s.str.replace(r"(?i)z$", "+00:00").str.replace(r"([+-]\d{2})$", "${1}:00")
-    s = s.str.replace(r"([+-]\d{2})(\d{2})$", "${1}:${2}")
-    return s.str.replace(r"T(\d{2}:\d{2})([+-])", "T${1}:00${2}")
-
-
-# The side columns a row brings itself (origin_file / origin_line are added).
-_STAGED = [c for c in SIDE_SCHEMA if c not in ("origin_file", "origin_line")]
-
-# The channel-day's rows are quarantined by the first check that fails.
-_CHECKS = [
-    RowCheck(
-        "created_at",
-        pl.col("created_at").is_null(),
-        pl.format("created_at '{}' is not ISO 8601 with a UTC offset", pl.col("created_at_raw")),
-    ),
-    RowCheck("merchant_order_id", pl.col("merchant_order_id") == "", "merchant_order_id is empty"),
-    RowCheck(
-        "txn_type",
-        ~pl.col("txn_type").is_in(["payment", "refund"]),
-        pl.format("txn_type '{}' is not payment or refund", pl.col("txn_type")),
-    ),
-    RowCheck(
-        "merchant_refund_id",
-        (pl.col("txn_type") == "refund") & (pl.col("merchant_refund_id") == ""),
-        "refund without merchant_refund_id",
-    ),
-    RowCheck(
-        "currency",
-        ~pl.col("currency").is_in(list(CURRENCY_EXPONENTS)),
-        pl.format("unknown currency '{}'", pl.col("currency")),
-    ),
-    RowCheck(
-        "amount",
-        pl.col("amount_minor").is_null(),
-        pl.format(
-            "amount '{}' is not an exact {} amount", pl.col("amount_raw"), pl.col("currency")
-        ),
-    ),
-    RowCheck(
-        "amount",
-        pl.col("amount_minor") < 0,
-        pl.format("amount '{}' must be positive", pl.col("amount_raw")),
-    ),
-    RowCheck("status", pl.col("status") == "", "status is empty"),
-]
-
-
-@dataclass
-class _Split:
-    """One batch sorted out: the day's good rows, its quarantined rows, and the rest."""
-
-    rows: pl.DataFrame  # LEDGER_ROW_SCHEMA
-    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA, in file order
-    other: int  # rows of other channels or other days
-
-
-def _split(
-    raw: pl.DataFrame, first_row: int, path: Path, channel: str, tz: str, day: dt.date
-) -> _Split:
-    """Sort one batch of the raw export whose first row is data row ``first_row``."""
-    # One chunk per column: polars 2.1 can panic in pl.format over a filtered frame of
-    # many chunks (seen on a 400k-row read_csv); a batch is small, so this is cheap.
-    raw = raw.rechunk()
-    created = pl.col("_iso").str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
-    )
-    # Lazily, so that only the rows of the channel-day are ever copied.
-    staged = (
-        raw.lazy()
-        .with_row_index("ledger_row", offset=first_row)
-        .with_columns(pl.col("channel").str.strip_chars().str.to_lowercase().fill_null(""))
-        .filter(pl.col("channel") == channel)
-        .with_columns(pl.col("created_at").fill_null("").alias("created_at_raw"))
-        .with_columns(_normalised_created_at(pl.col("created_at_raw")).alias("_iso"))
-        .with_columns(
-            pl.when(pl.col("_iso").str.contains(_ISO_OFFSET)).then(created).alias("created_at")
-        )
-        # No valid created_at: quarantined today. A valid one of another day: not ours.
-        .filter(
-            pl.col("created_at").is_null()
-            | (pl.col("created_at").dt.convert_time_zone(tz).dt.date() == day)
-        )
-        .with_columns(
-            *(
-                pl.col(c).fill_null("").str.strip_chars()
-                for c in ("merchant_order_id", "merchant_refund_id", "channel_txn_id")
-            ),
-            pl.col("txn_type").fill_null("").str.strip_chars().str.to_lowercase(),
-            pl.col("currency").fill_null("").str.strip_chars().str.to_uppercase(),
-            pl.col("status").fill_null("").str.strip_chars().str.to_uppercase(),
-            pl.col("amount").fill_null("").alias("amount_raw"),
-        )
-        .with_columns(
-            to_minor_by_currency(pl.col("amount_raw"), pl.col("currency")).alias("amount_minor"),
-            exponent_expr(pl.col("currency")).alias("exponent"),
-        )
-        .select(*_STAGED, "created_at", "created_at_raw", "amount_raw", "ledger_row")
-        .collect()
-    )
-    good, flagged = apply_checks(staged, _CHECKS)
-    # CSV: header is line 1, so data row n is line n+1; Parquet has rows only.
-    offset = 0 if _is_parquet(path) else 1
-    rows = good.select(
-        *(pl.col(c).cast(SIDE_SCHEMA[c]) for c in _STAGED),
-        pl.lit(str(path)).alias("origin_file"),
-        pl.col("ledger_row").cast(pl.Int64).alias("origin_line"),
-        pl.col("created_at"),
-    )
-    return _Split(
-        rows=rows,
-        quarantine=_quarantined(flagged, path, offset),
-        other=raw.height - staged.height,
-    )
-
-
-def _quarantined(bad: pl.DataFrame, path: Path, line_offset: int) -> pl.DataFrame:
-    return bad.select(
-        pl.lit(str(path)).alias("source_file"),
-        (pl.col("ledger_row") + line_offset).cast(pl.Int64).alias("source_line"),
-        pl.col("_q_col").alias("column"),
-        pl.col("_q_why").alias("reason"),
-        pl.lit(None, pl.String).alias("raw"),
-    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
-
-
 def _prefetched(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     """``batches``, each read by a helper thread while the one before is processed
     (polars releases the GIL while it parses)."""
@@ -468,14 +308,16 @@ def load_ledger_day(
     parts = _PartWriter(Path(tempfile.mkdtemp(prefix="ledger-", dir=work_dir)), part_rows)
     quarantined: list[pl.DataFrame] = []
     rows_read = rows_other = 0
+    # CSV: header is line 1, so data row n is line n+1; Parquet has rows only.
+    line_offset = 0 if _is_parquet(path) else 1
     try:
         for raw in _prefetched(batches):
-            split = _split(raw, rows_read + 1, path, channel, tz, day)
-            parts.add(split.rows)
-            if split.quarantine.height:
-                quarantined.append(split.quarantine)
+            batch = split(raw, rows_read + 1, str(path), line_offset, channel, tz, day)
+            parts.add(batch.rows)
+            if batch.quarantine.height:
+                quarantined.append(batch.quarantine)
             rows_read += raw.height
-            rows_other += split.other
+            rows_other += batch.other
         files = parts.close()
     except BaseException:
         parts.abandon()

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recon import ledger
+from recon.currency import CURRENCY_EXPONENTS
 from recon.errors import InputError
 from recon.ledger import LEDGER_COLUMNS, LEDGER_ROW_SCHEMA, LedgerDay, load_ledger_day
 from recon.schema import QUARANTINE_SCHEMA
@@ -653,3 +654,88 @@ def test_a_quote_that_never_closes_is_an_input_error(
     assert info.value.line == 4  # the first record not read: data row 3
     assert "quote" in str(info.value)
     assert list((tmp_path / "work").rglob("*")) == []
+
+
+# --- fast paths against their references -----------------------------------------------------
+
+_digits = st.text("0123456789", min_size=2, max_size=2)
+created_at_texts = st.one_of(
+    st.builds(
+        lambda y, mo, d, sep, h, mi, s, frac, off: f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{frac}{off}",
+        st.sampled_from(["2024", "2023", "1970", "0000", "9999", "２０２４"]),
+        st.sampled_from(["01", "02", "03", "12", "13", "00"]) | _digits,
+        st.sampled_from(["01", "28", "29", "30", "31", "00"]) | _digits,
+        st.sampled_from(["T", " ", "t", "X"]),
+        st.sampled_from(["00", "12", "23", "24", "１2"]) | _digits,
+        st.sampled_from(["00", "59", "60"]) | _digits,
+        st.sampled_from(["00", "59", "60"]) | _digits,
+        st.sampled_from(["", "", ".5", ".123456", ".123456789", "."]),
+        st.sampled_from(["Z", "z", "", "+08", "+0800", "-05:30", "+23:59", "+24:00", "+08:60"])
+        | st.builds(lambda sign, h, m: f"{sign}{h}:{m}", st.sampled_from("+-"), _digits, _digits),
+    ),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(created_at_texts, min_size=1, max_size=40))
+def test_created_at_fast_path_equals_the_reference(texts: list[str]) -> None:
+    from recon.ledger_time import _reference_utc, created_at_utc
+
+    # Two chunks, as read_csv gives them.
+    half = len(texts) // 2
+    text = pl.concat(
+        [pl.Series("v", texts[:half], pl.String), pl.Series("v", texts[half:], pl.String)],
+        rechunk=False,
+    )
+    reference = text.to_frame().select(_reference_utc(pl.col("v"))).to_series()
+    got = created_at_utc(text)
+    assert got.dtype == reference.dtype == pl.Datetime("us", "UTC")
+    # As integers: year 0 has no Python datetime.
+    assert got.cast(pl.Int64).to_list() == reference.cast(pl.Int64).to_list(), texts
+
+
+@pytest.mark.parametrize("n_values", [1, 3, 8, 9, 30])
+def test_few_values_helpers_work_per_value_whatever_their_number(n_values: int) -> None:
+    from recon.few_values import distinct, lookup, tidied
+
+    values = [f" v{i} " if i % 2 else f"V{i}" for i in range(n_values)] + [None]
+    column = pl.Series("c", [values[i % len(values)] for i in range(200)], pl.String)
+    assert sorted(distinct(column).to_list(), key=str) == sorted(values, key=str)
+    table = {v: i for i, v in enumerate(values) if v is not None and i % 3}
+    assert lookup(column, table, pl.Int64()).to_list() == [
+        table.get(v) if v is not None else None for v in column
+    ]
+    assert tidied(column, upper=False).to_list() == [(v or "").strip().lower() for v in column]
+    assert tidied(column, upper=True).to_list() == [(v or "").strip().upper() for v in column]
+
+
+def test_many_channels_and_currencies_in_one_batch(tmp_path: Path) -> None:
+    currencies = ["CNY", "jpy", " BHD", "USD", "EUR", "KRW", "KWD", "GBP", "HKD", "XXX", "SGD"]
+    rows = [
+        row(f"O{i}", channel=f"chan{i % 12}" if i % 3 else " WeChatPay", currency=c, amount="7")
+        for i, c in enumerate(currencies * 3)
+    ]
+    ld = load(write_csv(tmp_path / "l.csv", rows))
+    got = day_rows(ld).select("currency", "amount_minor", "exponent").rows()
+    want = [
+        (c.strip().upper(), 7 * 10 ** CURRENCY_EXPONENTS[c.strip().upper()], None)
+        for i, c in enumerate(currencies * 3)
+        if i % 3 == 0 and c != "XXX"
+    ]
+    assert got == [(c, m, CURRENCY_EXPONENTS[c]) for c, m, _ in want]
+    assert [(col, why) for _, col, why in quarantined(ld)] == [
+        ("currency", "unknown currency 'XXX'")
+    ]
+    assert_conserved(ld)
+
+
+def test_a_batch_without_one_valid_time_or_row_of_the_channel(tmp_path: Path) -> None:
+    rows = [row(f"O{i}", created_at=t) for i, t in enumerate(["", "x", "2024-03-01T12:00:00"])]
+    ld = load(write_csv(tmp_path / "l.csv", rows))
+    assert orders(ld) == []
+    assert [(line, col) for line, col, _ in quarantined(ld)] == [
+        (i + 2, "created_at") for i in range(3)
+    ]
+    other = load(write_csv(tmp_path / "o.csv", [row("A", channel="alipay")] * 3))
+    assert (other.n_rows, other.quarantine.height, other.rows_other) == (0, 0, 3)
