@@ -25,7 +25,9 @@ from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
     default_workers,
+    detached,
     gather,
+    in_file,
     iter_chunks,
     lines_of,
     open_stream,
@@ -107,6 +109,7 @@ class AlipayBillParser:
                 what="corrupt zip",
             )
             header_line, columns, body = _split_header(source, chunks)
+            keep = in_file(stream)  # then workers read their lines from the file itself
             tasks = (
                 _Task(
                     path,
@@ -114,7 +117,7 @@ class AlipayBillParser:
                     plain,
                     header_line,
                     columns,
-                    c,
+                    detached(c, path) if keep else c,
                     out / f"standard-part-{i:05d}.parquet",
                 )
                 for i, c in enumerate(prepend(body, chunks))
@@ -194,7 +197,8 @@ def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str],
     held: list[Chunk] = []
     for chunk in chunks:
         held.append(chunk)
-        first = Chunk(held[0].index, held[0].first_line, b"".join(c.data for c in held), chunk.last)
+        data = b"".join(c.data for c in held)
+        first = Chunk(held[0].index, held[0].first_line, data, chunk.last, held[0].offset)
         lines, _ = lines_of(source, first)
         text = pl.col("text")
         if lines.filter(~text.str.starts_with("#"), text.str.strip_chars() != "").height:
@@ -209,7 +213,7 @@ def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str],
         if cut == 0:  # the header is the last line
             cut = len(data)
             break
-    rest = Chunk(first.index, header_line + 1, data[cut:], first.last)
+    rest = Chunk(first.index, header_line + 1, data[cut:], first.last, first.offset + cut)
     return header_line, columns, rest
 
 

@@ -14,13 +14,14 @@ import codecs
 import concurrent.futures as cf
 import contextlib
 import gzip
+import io
 import multiprocessing
 import os
 import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Protocol, TypeVar, cast
 
@@ -57,6 +58,33 @@ class Chunk:
     first_line: int  # physical line number of the chunk's first line
     data: bytes  # whole lines; only the file's last chunk may end without a newline
     last: bool
+    offset: int = 0  # where the lines start in the (decompressed) stream
+    # Set when the lines were left in this plain file (``data`` empty), to be read
+    # there by the worker instead of being copied to it through a pipe.
+    file: Path | None = None
+    size: int = 0  # bytes at ``offset`` in ``file``
+
+
+def in_file(stream: IO[bytes]) -> bool:
+    """Whether the stream's offsets are those of a plain file (not gunzipped, unzipped)."""
+    return isinstance(stream, io.BufferedReader)
+
+
+def detached(chunk: Chunk, file: Path) -> Chunk:
+    """The chunk without its bytes, which the worker reads from ``file`` itself."""
+    return replace(chunk, data=b"", file=file, size=len(chunk.data))
+
+
+def payload(chunk: Chunk) -> bytes:
+    """The chunk's bytes, read from its file when it was detached."""
+    if chunk.file is None:
+        return chunk.data
+    with chunk.file.open("rb") as f:
+        f.seek(chunk.offset)
+        data = f.read(chunk.size)
+    if len(data) != chunk.size:
+        raise InputError(chunk.file, "file changed while being read", line=chunk.first_line)
+    return data
 
 
 _STREAM_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
@@ -73,7 +101,7 @@ def iter_chunks(
 ) -> Iterator[Chunk]:
     """Whole lines, ``size`` bytes or so at a time. '\\n' never occurs inside a UTF-8,
     GBK or GB18030 character, so cutting at it never splits one."""
-    carry, index, line = b"", 0, first_line
+    carry, index, line, at = b"", 0, first_line, 0
     while True:
         try:
             block = stream.read(size)
@@ -81,7 +109,7 @@ def iter_chunks(
             raise InputError(path, f"{what}: {exc}") from None
         if not block:
             if carry or index == 0:
-                yield Chunk(index, line, carry, last=True)
+                yield Chunk(index, line, carry, last=True, offset=at)
             return
         data = carry + block
         cut = data.rfind(b"\n") + 1
@@ -91,8 +119,9 @@ def iter_chunks(
         carry = data[cut:]
         whole = data[:cut]
         # The final chunk is the one with nothing after it; peek by reading on first.
-        yield Chunk(index, line, whole, last=False)
+        yield Chunk(index, line, whole, last=False, offset=at)
         line += whole.count(b"\n")
+        at += len(whole)
         index += 1
 
 
@@ -105,7 +134,7 @@ def lines_of(
     A chunk ending in a newline has no line after it; the file's last chunk keeps the
     empty line a trailing newline leaves, as reading the file whole does.
     """
-    frame, used = _decoded_lines(Path(path), chunk.data, chunk.first_line, encodings)
+    frame, used = _decoded_lines(Path(path), payload(chunk), chunk.first_line, encodings)
     if not chunk.last and frame.height:
         frame = frame.head(frame.height - 1)  # the empty piece after the final newline
     return frame, used

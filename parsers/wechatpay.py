@@ -22,7 +22,9 @@ from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
     default_workers,
+    detached,
     gather,
+    in_file,
     iter_chunks,
     lines_of,
     open_stream,
@@ -512,7 +514,7 @@ class _Reader:
         rest = b"" if end == -1 else first.data[end + 1 :]
         head = Chunk(0, 1, head_bytes, last=end == -1 and first.last)
         lines, _ = lines_of(self.path, head)
-        body = Chunk(first.index, 2, rest, last=first.last)
+        body = Chunk(first.index, 2, rest, first.last, first.offset + len(head_bytes))
         return str(lines.item(0, "text")), body
 
     def body(self, first: Chunk) -> Iterator[Chunk]:
@@ -527,9 +529,12 @@ class _Reader:
                 continue
             before = chunk.data[:at]
             if before:
-                yield Chunk(chunk.index, chunk.first_line, before, last=False)
+                yield replace(chunk, data=before, last=False)
             first_tail_line = chunk.first_line + before.count(b"\n")
-            self.tail.append(Chunk(chunk.index, first_tail_line, chunk.data[at:], chunk.last))
+            tail = chunk.data[at:]
+            self.tail.append(
+                replace(chunk, first_line=first_tail_line, data=tail, offset=chunk.offset + at)
+            )
 
     def tail_lines(self) -> pl.DataFrame:
         frames = [lines_of(self.path, c)[0] for c in self.tail]
@@ -564,10 +569,14 @@ class WechatPayV2Parser:
             reader = _Reader(path, iter_chunks(path, stream, ctx.chunk_bytes or CHUNK_BYTES))
             header, first = reader.header()
             layout = detect_layout(path, header)
+            keep = in_file(stream)  # then workers read their lines from the file itself
             tasks = (
-                _Task(path, plain, layout, c, out / f"standard-part-{i:05d}.parquet")
+                _Task(
+                    path, plain, layout, detached(c, path) if keep else c,
+                    out / f"standard-part-{i:05d}.parquet",
+                )
                 for i, c in enumerate(reader.body(first))
-            )
+            )  # fmt: skip
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
             tail = reader.tail_lines()
         got = gather(path, done)

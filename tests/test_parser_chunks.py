@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from parsers import get_parser
 from parsers.base import ParseContext, ParsedBill
-from parsers.chunked import Chunk, iter_chunks, open_stream, run_ordered
+from parsers.chunked import (
+    detached,
+    in_file,
+    iter_chunks,
+    open_stream,
+    payload,
+    run_ordered,
+)
 from recon.errors import InputError
 from recon.rules import load_rules
 
@@ -127,7 +134,25 @@ def test_chunks_cut_only_at_line_ends(tmp_path: Path) -> None:
     assert [c.first_line for c in chunks] == [1 + n for n in before]
     assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert len(chunks) >= 3
-    assert chunks == [Chunk(i, c.first_line, c.data, c.last) for i, c in enumerate(chunks)]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    # Offsets in the gunzipped stream: where each chunk's lines start.
+    assert [data[c.offset : c.offset + len(c.data)] for c in chunks] == [c.data for c in chunks]
+
+
+def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
+    data = "一行\n二行\r\n\n最后一行没有换行".encode("gb18030")
+    path = tmp_path / "x.csv"
+    path.write_bytes(data)
+    with open_stream(path) as stream:
+        assert in_file(stream)
+        chunks = list(iter_chunks(path, stream, size=3))
+    away = [detached(c, path) for c in chunks]
+    assert all(a.data == b"" for a in away)
+    assert [payload(a) for a in away] == [c.data for c in chunks]
+    with gzip.open(tmp_path / "x.csv.gz", "wb") as gz:
+        gz.write(data)
+    with open_stream(tmp_path / "x.csv.gz") as stream:
+        assert not in_file(stream)  # offsets of the gunzipped bytes: not the file's
 
 
 def test_parts_hold_the_standard_columns(tmp_path: Path) -> None:
