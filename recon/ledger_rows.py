@@ -109,7 +109,7 @@ def split(
         "ledger_row",
     )
     staged = staged.with_columns(*_money(staged.get_column("amount_raw"), currency))
-    good, flagged = _checked(staged)
+    good, flagged = apply_checks(staged, _CHECKS)
     rows = good.select(
         *(pl.col(c).cast(SIDE_SCHEMA[c]) for c in _STAGED),
         pl.lit(source).alias("origin_file"),
@@ -145,17 +145,6 @@ def _money(amount: pl.Series, currency: pl.Series) -> tuple[pl.Series, pl.Series
         minor = to_minor_by_currency(pl.col("a"), pl.col("c"))
     frame = pl.DataFrame([amount.rename("a"), currency.rename("c")])
     return frame.select(minor.alias("amount_minor")).to_series(), exponent
-
-
-def _checked(staged: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """apply_checks, with the reasons worked out for the failing rows only (few).
-
-    Those go in one chunk: polars 2.1 can panic in pl.format over a filtered frame of
-    many chunks (seen on a 400k-row read_csv)."""
-    failing = pl.any_horizontal(chk.bad.fill_null(True) for chk in _CHECKS)
-    bad = staged.select(failing).to_series()
-    good = staged.filter(~bad) if bad.any() else staged
-    return good, apply_checks(staged.filter(bad).rechunk(), _CHECKS)[1]
 
 
 def _quarantined(bad: pl.DataFrame, source: str, line_offset: int) -> pl.DataFrame:
