@@ -11,8 +11,9 @@ differ give one field_mismatch row per field.
 
 The sides are frames or DuckDB queries (Parquet parts of a whole day): the joins run
 in DuckDB, which spills to its temp directory beyond its memory limit. A first, narrow
-join on hashes (recon.narrow) finds the few keys whose rows may not pair off equal;
-only their rows leave DuckDB, to be paired whole here (every row, with keep_matched).
+join (recon.narrow: key hash, compared values, line) finds the few keys whose rows may
+not pair off equal; only their rows leave DuckDB, to be paired whole here (every row,
+with keep_matched).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from recon.checks import RowCheck, apply_checks
 from recon.currency import CURRENCY_EXPONENTS
 from recon.few_values import distinct, lookup, tidied
 from recon.ledger_time import created_at_utc
-from recon.money import to_minor, to_minor_by_currency
+from recon.money import exponents_of, to_minor_by_currency
 from recon.schema import QUARANTINE_SCHEMA
 from recon.sides import SIDE_SCHEMA
 
@@ -133,18 +133,10 @@ def _of_channel(names: pl.Series, channel: str) -> pl.Series:
 
 
 def _money(amount: pl.Series, currency: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """amount_minor and exponent; with one exponent in the batch (the usual case) the
-    amounts are parsed without looking up each row's currency."""
-    codes = distinct(currency)
-    known = {c: CURRENCY_EXPONENTS[c] for c in codes if c in CURRENCY_EXPONENTS}
-    exponent = lookup(currency, known, pl.Int64()).alias("exponent")
-    exponents = set(known.values())
-    if len(exponents) == 1 and len(known) == codes.len():
-        minor = to_minor(pl.col("a"), exponents.pop())
-    else:
-        minor = to_minor_by_currency(pl.col("a"), pl.col("c"))
+    """amount_minor and exponent of each row."""
     frame = pl.DataFrame([amount.rename("a"), currency.rename("c")])
-    return frame.select(minor.alias("amount_minor")).to_series(), exponent
+    minor = frame.select(to_minor_by_currency(pl.col("a"), pl.col("c")).alias("amount_minor"))
+    return minor.to_series(), exponents_of(currency).alias("exponent")
 
 
 def _quarantined(bad: pl.DataFrame, source: str, line_offset: int) -> pl.DataFrame:

@@ -14,6 +14,7 @@ from functools import partial
 import polars as pl
 
 from recon.currency import CURRENCY_EXPONENTS
+from recon.few_values import distinct, lookup
 
 _MAX_INT_DIGITS = 15  # keeps minor units far from Int64 overflow
 _NUMBER = r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$"  # ASCII digits only: \d also matches ３
@@ -127,9 +128,7 @@ def _minor_by_currency_series(series: Sequence[pl.Series]) -> pl.Series:
         value = value.extend_constant(value[0], n - 1) if value.len() == 1 else value
     if currency.len() != n:
         currency = currency.extend_constant(currency[0], n - 1) if currency.len() == 1 else currency
-    exps = currency.cast(pl.String).replace_strict(
-        CURRENCY_EXPONENTS, default=None, return_dtype=pl.Int64
-    )
+    exps = exponents_of(currency)
     present = exps.drop_nulls().unique().to_list()
     if len(present) == 1 and exps.null_count() == 0:
         return _minor_series(value, int(present[0])).rename(value.name)
@@ -139,6 +138,14 @@ def _minor_by_currency_series(series: Sequence[pl.Series]) -> pl.Series:
         rows = (exps == exp).fill_null(False).arg_true()
         out = out.scatter(rows, _minor_series(value[rows], int(exp)))
     return out.rename(value.name)
+
+
+def exponents_of(currency: pl.Series) -> pl.Series:
+    """Each row's currency exponent, null for an unknown code; worked out once per
+    distinct code (a column holds few), not hashed row by row."""
+    codes = currency.cast(pl.String)
+    known = {c: CURRENCY_EXPONENTS[c] for c in distinct(codes) if c in CURRENCY_EXPONENTS}
+    return lookup(codes, known, pl.Int64())
 
 
 def exponent_expr(currency: pl.Expr) -> pl.Expr:
