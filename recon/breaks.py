@@ -30,6 +30,7 @@ from recon.rules import Channel
 from recon.store import CLOSED_STATES
 
 IDENTITY = "channel, txn_type, merchant_order_id, merchant_refund_id, kind, field, occurrence"
+_IDENTITY_ORDER = ", ".join(f"{c} NULLS FIRST" for c in IDENTITY.split(", "))
 
 
 def _same_identity(left: str, right: str) -> str:
@@ -313,13 +314,20 @@ def update_breaks(
         f"""CREATE OR REPLACE TEMP TABLE _new AS SELECT * FROM _cand c
         WHERE NOT EXISTS (SELECT 1 FROM break_items b WHERE {_same_identity("b", "c")})"""
     )
+    # Numbered in identity order from a block taken off the sequence at once, so the
+    # same inputs give the same break ids whatever order the diff found them in.
+    (n_new,) = con.execute("SELECT count(*) FROM _new").fetchone() or (0,)
+    (last_id,) = con.execute(
+        "SELECT max(nextval('break_seq')) FROM range($n)", {"n": n_new}
+    ).fetchone() or (None,)
     con.execute(
         f"""
-        INSERT INTO break_items ({IDENTITY}, business_date, state, reason_code, amount_minor,
-          currency, amount, ledger_value, channel_value, channel_txn_id, first_seen, last_seen,
-          bill_file, bill_sha256, bill_line, ledger_file, ledger_sha256, ledger_row,
-          requery_status, requery_note, updated_at)
-        SELECT {IDENTITY}, $day, state, reason_code, amount_minor, currency, amount,
+        INSERT INTO break_items (break_id, {IDENTITY}, business_date, state, reason_code,
+          amount_minor, currency, amount, ledger_value, channel_value, channel_txn_id,
+          first_seen, last_seen, bill_file, bill_sha256, bill_line, ledger_file,
+          ledger_sha256, ledger_row, requery_status, requery_note, updated_at)
+        SELECT $first + row_number() OVER (ORDER BY {_IDENTITY_ORDER}) - 1,
+          {IDENTITY}, $day, state, reason_code, amount_minor, currency, amount,
           ledger_value, channel_value, channel_txn_id, $day, $day,
           bill_file, CASE WHEN bill_file IS NULL THEN NULL ELSE $bill_sha END, bill_line,
           ledger_file, CASE WHEN ledger_file IS NULL THEN NULL ELSE $ledger_sha END, ledger_row,
@@ -327,6 +335,7 @@ def update_breaks(
         FROM _new
         """,
         {
+            "first": (last_id or 0) - n_new + 1,
             "day": day,
             "now": now,
             "bill_sha": files.get("bill_sha256"),

@@ -129,6 +129,33 @@ def test_two_days_from_parts(channel: Channel, tmp_path: Path) -> None:
         assert update.new == 0
 
 
+def test_break_ids_follow_identity_not_the_order_rows_come_in(
+    channel: Channel, tmp_path: Path
+) -> None:
+    """Two stores given the same day with its rows in opposite orders number the new
+    breaks alike: by identity, ids continuing from the breaks already there."""
+    billed = [pay(f"B{i}", 100 + i, D2) for i in range(6)] + [pay("TWICE", 5, D2)] * 2
+    booked = [in_ledger(pay(f"L{i}", 200 + i, D2)) for i in range(5)] + [in_ledger(billed[-1])]
+    numbered = []
+    for name, order in (("a", 1), ("b", -1)):
+        work = tmp_path / name
+        with open_store(work / "s.duckdb") as con:
+            run_day(con, channel, D1, DAY1, LEDGER1, work)  # ids 1-4 already taken
+            run_day(con, channel, D2, billed[::order], booked[::order], work)
+            numbered.append(
+                con.execute(
+                    "SELECT break_id, merchant_order_id, kind FROM break_items "
+                    "WHERE first_seen = ? ORDER BY break_id",
+                    [D2],
+                ).fetchall()
+            )
+    assert numbered[0] == numbered[1]
+    ids = [i for i, _, _ in numbered[0]]
+    assert ids == list(range(5, 5 + len(ids)))
+    assert [(o, k) for _, o, k in numbered[0]] == sorted((o, k) for _, o, k in numbered[0])
+    assert len(ids) == 6 + 5 + 1  # local-missing, channel-missing, the duplicate
+
+
 def test_fee_mismatch_and_amounts_come_from_every_part(channel: Channel, tmp_path: Path) -> None:
     rows = [pay(f"O{i}", 10000 + i, fee_minor=60) for i in range(7)]  # 100.0i: fee 0.60 -> ok
     rows[5]["fee_minor"] = 61
