@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -137,6 +138,41 @@ def test_chunks_cut_only_at_line_ends(tmp_path: Path) -> None:
     assert [c.index for c in chunks] == list(range(len(chunks)))
     # Offsets in the gunzipped stream: where each chunk's lines start.
     assert [data[c.offset : c.offset + len(c.data)] for c in chunks] == [c.data for c in chunks]
+
+
+class _Trickle(io.BytesIO):
+    """A stream that hands over at most ``step`` bytes per read, as pipes may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__(data)
+        self.step = step
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b)
+        return super().readinto(view[: self.step])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.text(alphabet="ab\n一", max_size=60).map(str.encode),
+    size=st.integers(1, 16),
+    step=st.integers(1, 20),
+)
+def test_chunks_are_whole_lines_within_the_size(data: bytes, size: int, step: int) -> None:
+    chunks = list(iter_chunks("t.csv", _Trickle(data, step), size=size))
+    assert b"".join(c.data for c in chunks) == data
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True] or (
+        data.endswith(b"\n") and not any(c.last for c in chunks)
+    )
+    for i, c in enumerate(chunks):
+        assert c.offset == sum(len(x.data) for x in chunks[:i])
+        assert c.first_line == 1 + data[: c.offset].count(b"\n")
+        if not c.last:
+            assert c.data.endswith(b"\n")
+            # Over the size only when its first line is, and by at most one more read.
+            first = c.data.find(b"\n") + 1
+            assert len(c.data) <= size or size < first <= len(c.data) <= first + size
 
 
 def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
