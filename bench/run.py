@@ -609,8 +609,12 @@ def versions() -> dict[str, str]:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
+        # RESULTS.md itself is rewritten after each size: not a change to what is measured.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", ".", ":!bench/RESULTS.md"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         out["recon commit"] = commit + (" + uncommitted changes" if dirty else "")
     except OSError:
