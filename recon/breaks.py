@@ -316,10 +316,9 @@ def update_breaks(
     )
     # Numbered in identity order from a block taken off the sequence at once, so the
     # same inputs give the same break ids whatever order the diff found them in.
-    (n_new,) = con.execute("SELECT count(*) FROM _new").fetchone() or (0,)
-    (last_id,) = con.execute(
-        "SELECT max(nextval('break_seq')) FROM range($n)", {"n": n_new}
-    ).fetchone() or (None,)
+    last_id, n_new = con.execute(
+        "SELECT max(nextval('break_seq')), count(*) FROM _new"
+    ).fetchone() or (None, 0)
     con.execute(
         f"""
         INSERT INTO break_items (break_id, {IDENTITY}, business_date, state, reason_code,
