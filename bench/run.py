@@ -591,7 +591,7 @@ def machine() -> dict[str, str]:
     }
 
 
-def versions() -> dict[str, str]:
+def versions(results: Path = RESULTS) -> dict[str, str]:
     out: dict[str, str] = {"python": platform.python_version()}
     probe = "import importlib.metadata as m, json, sys; print(json.dumps({p: m.version(p) for p in sys.argv[1:]}))"
     main = subprocess.run(
@@ -609,9 +609,9 @@ def versions() -> dict[str, str]:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        # RESULTS.md itself is rewritten after each size: not a change to what is measured.
+        # The results file is rewritten after each size: not a change to what is measured.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":!bench/RESULTS.md"],
+            ["git", "status", "--porcelain", "--", ".", f":!{_relative(results)}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -620,6 +620,14 @@ def versions() -> dict[str, str]:
     except OSError:
         pass
     return out
+
+
+def _relative(path: Path) -> str:
+    """``path`` as git names it under ROOT (as given when outside)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 # --- RESULTS.md ----------------------------------------------------------------------------
@@ -648,10 +656,10 @@ def medians(case: Case) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def previous() -> dict[str, Any]:
-    if not RESULTS.exists():
+def previous(results: Path = RESULTS) -> dict[str, Any]:
+    if not results.exists():
         return {}
-    text = RESULTS.read_text()
+    text = results.read_text()
     if MARK not in text:
         return {}
     body = text.split(MARK, 1)[1].rsplit("-->", 1)[0]
@@ -1092,6 +1100,13 @@ def main(argv: list[str] | None = None) -> None:
         help="leave out this case (e.g. 100000000:alipay; repeatable)",
     )
     ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="write (and compare with) this file instead of bench/RESULTS.md, e.g. for a "
+        "run of one case that should not replace the full set",
+    )
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # clean up the run in flight, as on Ctrl-C
     sizes = a.rows or [1_000_000]
@@ -1114,7 +1129,8 @@ def main(argv: list[str] | None = None) -> None:
     skip = {tuple(x.split(":", 1)) for x in a.skip}
     cases = [c for c in cases if (str(c.rows), c.channel) not in skip]
     check_disk(cases, a.clean)
-    prev = previous()
+    results = a.results.resolve()
+    prev = previous(results)
     started = time.time()
     loads: list[float] = []
     done: list[Case] = []
@@ -1127,7 +1143,7 @@ def main(argv: list[str] | None = None) -> None:
             "repeat": a.repeat,
             "repeat_at": ", ".join(f"{n} at {r:,} rows" for r, n in repeat_at.items()),
             "machine": machine(),
-            "versions": versions(),
+            "versions": versions(results),
             "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a",
             "took_s": round(time.time() - started),
             "memory_cap": None if cap is None else asdict(cap),
@@ -1166,8 +1182,8 @@ def main(argv: list[str] | None = None) -> None:
         if a.no_write:
             print(text)
         else:
-            RESULTS.write_text(text)
-            print(f"wrote {RESULTS} ({meta['took_s']} s)")
+            results.write_text(text)
+            print(f"wrote {results} ({meta['took_s']} s)")
 
     with _interrupt_note():
         for case in cases:
