@@ -7,11 +7,13 @@ late from a timer thread. The Airflow metadata DB is a SQLite file in a temp dir
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -282,19 +284,81 @@ def test_wrong_host_key_fails_at_once_without_retry(env: Env) -> None:
     assert "host key" in alerts[0][1].lower()
 
 
-def test_sharded_run_gives_the_same_queues_as_the_whole_run(env: Env) -> None:
+QUEUE_FILES = ("local_missing.csv", "channel_missing.csv", "field_mismatch.csv", "quarantine.csv")
+
+
+def whole_run_queues(env: Env) -> dict[str, bytes]:
+    """The queue files of an unsharded run of the day, then removed: a run after it
+    must write them all again."""
     env.rules()
     env.publish("wechatpay")
-    whole = run("recon_wechatpay", force_download=True)
-    assert str(whole.state) == "success"
-    out = env.root / "runs" / "wechatpay" / DAY.isoformat() / "queues"
-    names = ("local_missing.csv", "channel_missing.csv", "field_mismatch.csv", "quarantine.csv")
-    expected = {f: (out / f).read_bytes() for f in names}
+    assert str(run("recon_wechatpay", force_download=True).state) == "success"
+    out = queues_dir(env)
+    expected = {f: (out / f).read_bytes() for f in QUEUE_FILES}
+    for f in QUEUE_FILES:
+        (out / f).unlink()
+    return expected
 
+
+def queues_dir(env: Env) -> Path:
+    return env.root / "runs" / "wechatpay" / DAY.isoformat() / "queues"
+
+
+def test_sharded_run_gives_the_same_queues_as_the_whole_run(env: Env) -> None:
+    expected = whole_run_queues(env)
     env.rules(shards=3)
     sharded = run("recon_wechatpay", force_download=True)
     assert str(sharded.state) == "success"
     mapped = [ti for ti in sharded.get_task_instances() if ti.task_id == "diff_shard"]
     assert sorted(ti.map_index for ti in mapped) == [0, 1, 2]
     assert all(str(ti.state) == "success" for ti in mapped)
-    assert {f: (out / f).read_bytes() for f in names} == expected
+    assert {f: (queues_dir(env) / f).read_bytes() for f in QUEUE_FILES} == expected
+
+
+def test_sharded_run_on_the_local_executor_gives_the_same_queues(env: Env) -> None:
+    """Every task in its own process, as on Celery or Kubernetes workers: LocalExecutor
+    workers run them under the Task SDK supervisor, which reaches the metadata DB only
+    through a real execution API server. The tasks share nothing but paths."""
+    from tests.execution_api import execution_api
+
+    expected = whole_run_queues(env)
+    env.rules(shards=3)
+    with execution_api(env.root / "api"):
+        # A fresh process drives the run: LocalExecutor forks its workers, and a fork
+        # of this one (where polars has run) would inherit polars' threads half-alive.
+        # The scheduler that forks them in production never loads polars either.
+        cmd = [sys.executable, "-m", "tests.executor_run", "recon_wechatpay"]
+        cmd += ["--logical-date", NOW.isoformat(), "--conf", json.dumps({"force_download": True})]
+        env_vars = {**os.environ, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        stdout, stderr = _run_group(cmd, env_vars, timeout=600)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["state"] == "success", stderr[-3000:]
+    mapped = [t for t in result["tasks"] if t["task_id"] == "diff_shard"]
+    assert sorted(t["map_index"] for t in mapped) == [0, 1, 2]
+    assert all(t["state"] == "success" for t in mapped)
+    # Each task ran in a process of its own, none in the process driving the run.
+    pids = [t["pid"] for t in result["tasks"]]
+    assert None not in pids
+    assert len(set(pids)) == len(pids) == 9
+    assert result["driver_pid"] not in pids
+    assert {f: (queues_dir(env) / f).read_bytes() for f in QUEUE_FILES} == expected
+
+
+def _run_group(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """Run ``cmd`` in a session of its own and return its output; on a timeout or a
+    failure the whole group goes (executor workers included), so nothing is left behind."""
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[1:4])} still running after {timeout} s:\n{stderr[-3000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr[-3000:]
+    return stdout, stderr
