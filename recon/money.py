@@ -99,11 +99,15 @@ def _minor_series(s: pl.Series, exponent: int) -> pl.Series:
     s = s.cast(pl.String)
     frame = s.rename("v").to_frame()
     v = pl.col("v")
-    # Commonest of all: every value exactly ``123.45`` or ``-123.45`` (no decimals if none).
-    strict = rf"^-?[0-9]{{1,{_MAX_INT_DIGITS}}}" + (rf"\.[0-9]{{{exponent}}}$" if exponent else "$")
+    # Commonest of all: every value exactly ``123.45`` or ``-123.45`` (no decimals if none),
+    # or every value with as many trailing zeros as the first (WeChat Pay's fee, -3.40000).
+    zeros = _extra_zeros(s, exponent)
+    frac = rf"\.[0-9]{{{exponent}}}0{{{zeros}}}" if exponent + zeros else ""
+    strict = rf"^-?[0-9]{{1,{_MAX_INT_DIGITS}}}{frac}$"
     if frame.select(v.str.contains(strict).fill_null(False).all()).item():
+        digits = v.str.head(-zeros) if zeros else v
         return (
-            frame.select(v.str.replace(".", "", literal=True).cast(pl.Int64))
+            frame.select(digits.str.replace(".", "", literal=True).cast(pl.Int64))
             .to_series()
             .rename(s.name)
         )
@@ -119,6 +123,16 @@ def _minor_series(s: pl.Series, exponent: int) -> pl.Series:
         exact = frame[others].select(_exact_minor(v, exponent)).to_series()
         out = out.scatter(others, exact)
     return out.rename(s.name)
+
+
+_FIRST = re.compile(r"-?[0-9]+\.([0-9]*)")
+
+
+def _extra_zeros(s: pl.Series, exponent: int) -> int:
+    """Decimals of the first value beyond ``exponent`` (0 when it has none or is not plain)."""
+    first = s[0] if s.len() else None
+    match = _FIRST.fullmatch(first) if isinstance(first, str) else None
+    return max(len(match.group(1)) - exponent, 0) if match else 0
 
 
 def _minor_by_currency_series(series: Sequence[pl.Series]) -> pl.Series:

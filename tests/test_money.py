@@ -358,3 +358,38 @@ def test_more_decimals_than_the_exponent_is_null_never_rounded(
     too_precise = text + "0" * zeros + str(last_digit)
     assert minor([too_precise], exponent) == [None]
     assert minor_by_currency([(too_precise, currency)]) == [None]
+
+
+def reference_minor(values: list[str | None], exponent: int) -> list[int | None]:
+    """The exact parser alone, without the fast paths in front of it."""
+    from recon.money import _exact_minor
+
+    df = pl.DataFrame({"v": values}, schema={"v": pl.String})
+    out: list[int | None] = df.select(_exact_minor(pl.col("v"), exponent).alias("out"))[
+        "out"
+    ].to_list()
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    EXPONENTS,
+    _amounts(2),
+    st.integers(0, 4),
+    st.lists(st.tuples(st.integers(0, 39), st.sampled_from(["", "0", "1", ".", "x", "00"]))),
+)
+def test_columns_with_trailing_zeros_read_as_the_exact_parser_reads_them(
+    exponent: int, values: list[int], zeros: int, edits: list[tuple[int, str]]
+) -> None:
+    """A column whose every value has the first's trailing zeros (WeChat Pay writes fees as
+    -3.40000) takes a fast path; a value that breaks the pattern, anywhere, must not change
+    what any row reads as."""
+    currency = CURRENCY_OF_EXPONENT[exponent]
+    texts: list[str | None] = []
+    for m in values:
+        text = format_minor(m % 10 ** (15 + exponent) * (1 if m >= 0 else -1), currency)
+        texts.append(text + ("" if "." in text or not zeros else ".") + "0" * zeros)
+    for at, suffix in edits:
+        if at < len(texts):
+            texts[at] = f"{texts[at]}{suffix}"
+    assert minor(texts, exponent) == reference_minor(texts, exponent)
