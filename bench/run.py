@@ -64,11 +64,11 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 DC_VENV = WORK / ".venv-datacompy"
 DAY = dt.date(2024, 3, 1)
 MARK = "<!-- bench-json"
-RUNS = ("recon", "floor", "diff", "keyjoin", "datacompy", "pandas")
+RUNS = ("recon", "floor", "fieldfloor", "diff", "keyjoin", "datacompy", "pandas")
 # Runs that load both normalized sides whole into memory (bench.diffstage reads them
 # into polars frames; dc_compare into datacompy/pandas): limited by --in-memory-limit.
 IN_MEMORY = ("diff", "keyjoin", "datacompy", "pandas")
-CAPPED = ("recon", "floor")  # the runs --memory-cap applies to
+CAPPED = ("recon", "floor", "fieldfloor")  # the runs --memory-cap applies to
 SAMPLE_S = 0.2  # process-tree memory sampling interval
 SCRATCH_S = 1.0  # scratch-on-disk sampling interval
 GIB = 1 << 30
@@ -474,6 +474,8 @@ def run_case(case: Case, plan: Plan) -> None:
                   "--out", str(out_dir), "--store", str(store)],
         "floor": [py, "-m", "bench.floor", "--channel", case.channel, "--bill", str(bill),
                   "--ledger", str(ledger), *floor_opts],
+        "fieldfloor": [py, "-m", "bench.floor", "--channel", case.channel, "--bill", str(bill),
+                       "--ledger", str(ledger), *floor_opts, "--fields"],
         "diff": [py, "-m", "bench.diffstage", "--sides", str(sides), "--mode", "recon"],
         "keyjoin": [py, "-m", "bench.diffstage", "--sides", str(sides), "--mode", "keyjoin"],
         "datacompy": [str(_dc_python()), str(ROOT / "bench" / "dc_compare.py"),
@@ -516,7 +518,7 @@ def run_case(case: Case, plan: Plan) -> None:
                             {k: v for k, v in report.items() if k != "seconds"},
                             ensure_ascii=False,
                         )
-                        if name == "floor":
+                        if name in ("floor", "fieldfloor"):
                             case.checks[name] += check_floor(report, expected)
                 elif "recon" not in case.checks:
                     case.checks["recon"] = check_recon(out_dir, expected, sample)
@@ -557,6 +559,8 @@ def check_floor(report: dict[str, Any], expected: dict[str, Any]) -> str:
         "bill_only": expected["local_missing"],
         "ledger_only": expected["channel_missing"] + expected["ledger_unsettled"],
     }
+    if "differing" in report:  # the field floor: pairs whose amount or status differ
+        want["differing"] = expected["field_mismatch_amount"] + expected["field_mismatch_status"]
     got = {k: report.get(k) for k in want}
     return ": as injected" if got == want else f": DIFFERS from {json.dumps(want)}"
 
@@ -912,6 +916,11 @@ def render(
         "  `.csv.gz`) and ledger, keys, both-ways full outer join (bench/floor.py). recon's",
         "  ratio to it is the cost of everything recon checks and records beyond reading and",
         "  joining.",
+        "- **fieldfloor**: the floor reading every field recon compares or reports as well",
+        "  (ids, amount and fee in minor units, currency, status, times in the channel's zone,",
+        "  the ledger's created_at), carrying them through the join and counting the pairs",
+        "  that differ (`bench/floor.py --fields`). Still no checks, quarantine, line numbers",
+        "  or outputs: the least a field-by-field reconciliation in plain DuckDB spends.",
         "- **diff** / **keyjoin**: `recon.engine.diff` and a key-only full outer join (same",
         "  engine, same hand-over of row pairs to polars) on the normalized sides loaded into",
         "  memory (bench/diffstage.py); *stage s* is the stage alone, measured inside the process.",
@@ -964,6 +973,14 @@ def render(
                 f"{_fmt(max(cg) if cg else None, 0)} | {_fmt(m['scratch_mb'], 0)} | "
                 f"{ratio} | {_fmt(old)} |"
             )
+        r, ff = _get(med, "recon", "wall"), _get(med, "fieldfloor", "wall")
+        if r and ff and floor:
+            lines += [
+                "",
+                f"recon / field floor (plain DuckDB reading and comparing every field): "
+                f"{r:.2f} s / {ff:.2f} s = **{r / ff:.2f}x**; the field floor is "
+                f"{ff / floor:.2f}x the key floor.",
+            ]
         d, k = _get(med, "diff", "stage"), _get(med, "keyjoin", "stage")
         if d and k:
             verdict = "met" if d / k <= DIFF_RATIO else "not met"
