@@ -15,9 +15,11 @@ reports is read as well (ids, amounts and fees as minor units, currency, status,
 in the channel's zone, the ledger's created_at) and carried through the join, and the
 pairs whose amount, currency, status or channel id differ are counted. Still no checks,
 no quarantine, no line numbers, nothing written: what any field-by-field reconciliation
-in plain DuckDB must at least spend. ``--temp-dir`` is where DuckDB spills (default: ``.tmp`` in the working
-folder) and ``--memory-limit`` its memory limit (default: DuckDB's own, 80% of the
-memory, or of the memory cgroup's limit when there is one).
+in plain DuckDB must at least spend.
+
+``--temp-dir`` is where DuckDB spills (default: ``.tmp`` in the working folder) and
+``--memory-limit`` its memory limit (default: DuckDB's own, 80% of the memory, or of the
+memory cgroup's limit when there is one).
 """
 
 from __future__ import annotations

@@ -329,7 +329,12 @@ def test_sharded_run_on_the_local_executor_gives_the_same_queues(env: Env) -> No
         # The scheduler that forks them in production never loads polars either.
         cmd = [sys.executable, "-m", "tests.executor_run", "recon_wechatpay"]
         cmd += ["--logical-date", NOW.isoformat(), "--conf", json.dumps({"force_download": True})]
-        env_vars = {**os.environ, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        # Four worker processes are enough for the three shards (the default is 32).
+        env_vars = {
+            **os.environ,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+        }
         stdout, stderr = _run_group(cmd, env_vars, timeout=600)
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["state"] == "success", stderr[-3000:]
