@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -52,7 +53,10 @@ def execution_api(log_dir: Path) -> Iterator[str]:
     airflow = Path(sys.executable).with_name("airflow")
     cmd = [str(airflow), "api-server", "--apps", "execution", "-w", "1"]
     cmd += ["-H", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    # A session of its own: stopping it stops uvicorn's worker process too.
+    server = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not _healthy(url):
@@ -63,10 +67,12 @@ def execution_api(log_dir: Path) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            server.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
