@@ -468,14 +468,14 @@ def run_case(case: Case, plan: Plan) -> None:
     floor_opts = ["--temp-dir", str(folder / "floor-tmp")]
     if plan.floor_memory_limit:
         floor_opts += ["--memory-limit", plan.floor_memory_limit]
+    floor = [py, "-m", "bench.floor", "--channel", case.channel, "--bill", str(bill)]
+    floor += ["--ledger", str(ledger), *floor_opts]
     commands: dict[str, list[str]] = {
         "recon": [py, "-m", "recon.cli", "run", "--channel", case.channel,
                   "--date", DAY.isoformat(), "--bill", str(bill), "--ledger", str(ledger),
                   "--out", str(out_dir), "--store", str(store)],
-        "floor": [py, "-m", "bench.floor", "--channel", case.channel, "--bill", str(bill),
-                  "--ledger", str(ledger), *floor_opts],
-        "fieldfloor": [py, "-m", "bench.floor", "--channel", case.channel, "--bill", str(bill),
-                       "--ledger", str(ledger), *floor_opts, "--fields"],
+        "floor": floor,
+        "fieldfloor": [*floor, "--fields"],
         "diff": [py, "-m", "bench.diffstage", "--sides", str(sides), "--mode", "recon"],
         "keyjoin": [py, "-m", "bench.diffstage", "--sides", str(sides), "--mode", "keyjoin"],
         "datacompy": [str(_dc_python()), str(ROOT / "bench" / "dc_compare.py"),

@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.sshd import free_port
+
 START_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _healthy(url: str) -> bool:
@@ -43,7 +37,7 @@ def _healthy(url: str) -> bool:
 def execution_api(log_dir: Path) -> Iterator[str]:
     """Serve the execution API; sets, for the executor's workers, the environment that
     points them at it (URL and JWT secret). Yields the URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/execution/"
     os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = url
     # HS512 wants a key of 64 bytes or more.

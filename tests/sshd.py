@@ -110,7 +110,8 @@ def _openssh_version() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -168,7 +169,7 @@ def start_sshd(base: Path) -> SshServer:
     root.mkdir()
     log = base / "sshd.log"
     for _ in range(3):  # the free port may be taken before sshd binds it
-        port = _free_port()
+        port = free_port()
         config = base / "sshd_config"
         config.write_text(_config(base, port, host_key, authorized_keys))
         with log.open("ab") as out:
