@@ -82,7 +82,8 @@ _ON_KEY = (
 _SIDE = "SELECT {cols}, CAST(1 AS BIGINT) AS occ, {h} AS h, TRUE AS present FROM ({query})"
 # A side whose repeated keys are numbered in order of appearance (line, then file). Only
 # the rows whose key hash repeats (few) go through the window, which sorts what it gets;
-# a hash shared by two keys only numbers more rows, each within its own key.
+# a hash shared by two keys only numbers more rows, each within its own key. A row with
+# no line comes last, as in _number_lone_copies: the numbers do not depend on the path.
 _NUMBERED_SIDE = """
 WITH
 s AS MATERIALIZED (SELECT {cols}, {h} AS h FROM ({query})),
@@ -93,7 +94,7 @@ UNION ALL
 SELECT {cols},
   row_number() OVER (
     PARTITION BY txn_type, merchant_order_id, merchant_refund_id
-    ORDER BY origin_line, origin_file
+    ORDER BY origin_line NULLS LAST, origin_file NULLS LAST
   ) AS occ,
   h, TRUE AS present
 FROM s WHERE h IS NULL OR h IN (SELECT h FROM r)
@@ -279,7 +280,9 @@ def _number_lone_copies(pairs: pl.DataFrame) -> pl.DataFrame:
     line = pl.coalesce("bill_line", "ledger_row")
     file = pl.coalesce("bill_file", "ledger_file")
     occ = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(
-        [*KEY, bill_alone.alias("_b"), ledger_alone.alias("_l")], order_by=[line, file]
+        [*KEY, bill_alone.alias("_b"), ledger_alone.alias("_l")],
+        order_by=[line, file],
+        nulls_last=True,
     )
     return pairs.with_columns(
         pl.when(bill_alone | ledger_alone).then(occ).otherwise(pl.col("occ")).alias("occ")
