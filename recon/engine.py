@@ -82,8 +82,15 @@ _ON_KEY = (
 _SIDE = "SELECT {cols}, CAST(1 AS BIGINT) AS occ, {h} AS h, TRUE AS present FROM ({query})"
 # A side whose repeated keys are numbered in order of appearance (line, then file). Only
 # the rows whose key hash repeats (few) go through the window, which sorts what it gets;
-# a hash shared by two keys only numbers more rows, each within its own key. A row with
-# no line comes last, as in _number_lone_copies: the numbers do not depend on the path.
+# a hash shared by two keys only numbers more rows, each within its own key.
+# Copies are ordered by line and file, then (for rows with no line or sharing one,
+# which real sides do not have) by their compared values, NULLs last, here and in
+# _number_lone_copies alike: a copy's number depends neither on the path that pairs it
+# nor on the order rows arrive in.
+_COPY_ORDER = (
+    "origin_line", "origin_file",
+    "channel_txn_id", "amount_minor", "exponent", "currency", "status",
+)  # fmt: skip
 _NUMBERED_SIDE = """
 WITH
 s AS MATERIALIZED (SELECT {cols}, {h} AS h FROM ({query})),
@@ -94,7 +101,7 @@ UNION ALL
 SELECT {cols},
   row_number() OVER (
     PARTITION BY txn_type, merchant_order_id, merchant_refund_id
-    ORDER BY origin_line NULLS LAST, origin_file NULLS LAST
+    ORDER BY {order}
   ) AS occ,
   h, TRUE AS present
 FROM s WHERE h IS NULL OR h IN (SELECT h FROM r)
@@ -209,12 +216,13 @@ def _pairings(
     """The bill's row count and the wanted pairings (all when ``keep_matched``, else all
     but the matched-and-equal) of two side queries, paired whole."""
     cols = ", ".join(SIDE_SCHEMA)
+    order = ", ".join(f"{c} NULLS LAST" for c in _COPY_ORDER)
 
     def pairings(numbered: bool, on: str) -> tuple[int, int, int, pl.DataFrame]:
         side = _NUMBERED_SIDE if numbered else _SIDE
         sql = _PAIRS_SQL.format(
-            l_side=side.format(cols=cols, h=_KEY_HASH, query=lq),
-            b_side=side.format(cols=cols, h=_KEY_HASH, query=bq),
+            l_side=side.format(cols=cols, h=_KEY_HASH, query=lq, order=order),
+            b_side=side.format(cols=cols, h=_KEY_HASH, query=bq, order=order),
             ledger=lq,
             bill=bq,
             on=on,
@@ -277,12 +285,11 @@ def _number_lone_copies(pairs: pl.DataFrame) -> pl.DataFrame:
     all among the pairings, alone, and are numbered there in order of appearance."""
     bill_alone = pl.col("l_present").is_null()
     ledger_alone = pl.col("b_present").is_null()
-    line = pl.coalesce("bill_line", "ledger_row")
-    file = pl.coalesce("bill_file", "ledger_file")
+    # A lone row's columns are on its own side: bill_*/b_*, else ledger_*/l_*.
+    own = {"origin_line": ("bill_line", "ledger_row"), "origin_file": ("bill_file", "ledger_file")}
+    order = [pl.coalesce(*own.get(c, (f"b_{c}", f"l_{c}"))) for c in _COPY_ORDER]
     occ = pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(
-        [*KEY, bill_alone.alias("_b"), ledger_alone.alias("_l")],
-        order_by=[line, file],
-        nulls_last=True,
+        [*KEY, bill_alone.alias("_b"), ledger_alone.alias("_l")], order_by=order, nulls_last=True
     )
     return pairs.with_columns(
         pl.when(bill_alone | ledger_alone).then(occ).otherwise(pl.col("occ")).alias("occ")

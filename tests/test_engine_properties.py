@@ -214,21 +214,26 @@ def test_sides_as_queries_over_parquet_parts_diff_as_frames(
     ledger, bill = side(ledger_rows, "l"), side(bill_rows, "b")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-
-        def query(df: pl.DataFrame, stem: str) -> str:
-            step = max(1, -(-df.height // parts))
-            files = [
-                write_part(df.slice(i * step, step), folder / f"{stem}-{i}.parquet")
-                for i in range(parts)
-            ]
-            return f"SELECT * FROM {sql_source(files)}"
-
         con = work_connection(folder / "duck", "128MB")
         try:
-            got = diff(query(ledger, "l"), query(bill, "b"), ["SUCCESS"], con)
+            sides = (
+                parts_query(ledger, folder / "l", parts),
+                parts_query(bill, folder / "b", parts),
+            )
+            got = diff(*sides, ["SUCCESS"], con)
         finally:
             con.close()
     same(got, diff(ledger, bill, ["SUCCESS"]))
+
+
+def parts_query(df: pl.DataFrame, stem: Path, parts: int) -> str:
+    """A query over ``df`` written as ``parts`` Parquet parts (``stem``-i.parquet)."""
+    step = max(1, -(-df.height // parts))
+    files = [
+        write_part(df.slice(i * step, step), stem.with_name(f"{stem.name}-{i}.parquet"))
+        for i in range(parts)
+    ]
+    return f"SELECT * FROM {sql_source(files)}"
 
 
 # Rows with what real sides seldom have: a missing key part, a line shared by rows (as
@@ -263,7 +268,12 @@ def odd_side(rows: list[tuple[object, ...]], origin: str) -> pl.DataFrame:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(odd_record, max_size=20), st.lists(odd_record, max_size=20), st.booleans())
+@given(
+    st.lists(odd_record, max_size=20),
+    st.lists(odd_record, max_size=20),
+    st.booleans(),
+    st.booleans(),
+)
 # Copies of a key with and without a line, paired by a path (hash collision) that numbers
 # them in DuckDB, not polars: both must put the row with no line last.
 @example(
@@ -274,16 +284,42 @@ def odd_side(rows: list[tuple[object, ...]], origin: str) -> pl.DataFrame:
         ("payment", "A", "", "", 0, "CNY", "SUCCESS", 1),
     ],
     True,
+    False,
+)
+# A wanted ledger row (alone) and a matched one share a line, in the side's two files.
+@example(
+    [
+        ("payment", "1", "", "", 0, "CNY", "SUCCESS", 1),
+        ("payment", "A", "", "", 0, "CNY", "SUCCESS", 1),
+    ],
+    [("payment", "A", "", "", 0, "CNY", "SUCCESS", 2)],
+    False,
+    True,
 )
 def test_the_narrow_first_pass_changes_nothing(
-    ledger_rows: list[tuple[object, ...]], bill_rows: list[tuple[object, ...]], weak: bool
+    ledger_rows: list[tuple[object, ...]],
+    bill_rows: list[tuple[object, ...]],
+    weak: bool,
+    as_parts: bool,
 ) -> None:
     """Without keep_matched, only the rows of keys that may not pair off equal are
-    paired whole (recon.narrow): the same breaks as pairing every row whole. Also when
-    the rows are fetched by a key hash that every key of a type shares (``weak``): a
-    wanted key's line may then bring another key's row, without its pair."""
+    paired whole (recon.narrow): the same breaks as pairing every row whole. The sides
+    are of two files, so a wanted row's line also names other keys' rows; frames or
+    queries over Parquet parts; and with a key hash every key of a type shares
+    (``weak``) as well as with the real one."""
     ledger, bill = odd_side(ledger_rows, "l"), odd_side(bill_rows, "b")
     whole = diff(ledger, bill, ["SUCCESS"], keep_matched=True)
     whole.matched = None
-    with mock.patch.object(engine, "_KEY_HASH", _WEAK_HASH if weak else engine._KEY_HASH):
-        same(diff(ledger, bill, ["SUCCESS"]), whole)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(engine, "_KEY_HASH", _WEAK_HASH if weak else engine._KEY_HASH),
+    ):
+        folder = Path(tmp)
+        con = work_connection(folder / "duck", "128MB")
+        try:
+            sides: tuple[pl.DataFrame | str, pl.DataFrame | str] = (ledger, bill)
+            if as_parts:
+                sides = (parts_query(ledger, folder / "l", 2), parts_query(bill, folder / "b", 2))
+            same(diff(*sides, ["SUCCESS"], con), whole)
+        finally:
+            con.close()
