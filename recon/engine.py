@@ -11,7 +11,7 @@ differ give one field_mismatch row per field.
 
 The sides are frames or DuckDB queries (Parquet parts of a whole day): the joins run
 in DuckDB, which spills to its temp directory beyond its memory limit. A first, narrow
-join (recon.narrow: key hash, compared values, line) finds the few keys whose rows may
+join (recon.narrow: key, compared values, line) finds the few keys whose rows may
 not pair off equal; only their rows leave DuckDB, to be paired whole here (every row,
 with keep_matched).
 """
@@ -181,15 +181,15 @@ def diff(
         con.execute("SET preserve_insertion_order = false")
     cols = list(SIDE_SCHEMA)
     try:
-        with as_query(con, ledger, cols) as lq, as_query(con, bill, cols) as bq:
-            if keep_matched:
+        if keep_matched:
+            with as_query(con, ledger, cols) as lq, as_query(con, bill, cols) as bq:
                 b_rows, pairs = _pairings(con, lq, bq, keep_matched=True)
-            else:
-                # Only the rows of keys that may not pair off equal (few) are paired whole.
-                few = narrow(con, lq, bq, _KEY_HASH, cols)
-                b_rows = few.bill_rows
-                with as_query(con, few.ledger, cols) as lf, as_query(con, few.bill, cols) as bf:
-                    _, pairs = _pairings(con, lf, bf, keep_matched=False)
+        else:
+            # Only the rows of keys that may not pair off equal (few) are paired whole.
+            few = narrow(con, ledger, bill, _KEY_HASH, cols)
+            b_rows = few.bill_rows
+            with as_query(con, few.ledger, cols) as lf, as_query(con, few.bill, cols) as bf:
+                _, pairs = _pairings(con, lf, bf, keep_matched=False)
         pairs = pairs.with_columns(_outcome(settled_statuses)).select(PAIRING_COLUMNS)
         outcome = pl.col("outcome")
         counts = dict.fromkeys(OUTCOMES, 0) | {
