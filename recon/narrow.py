@@ -146,8 +146,8 @@ def _on_lines(
     lines: pl.Series,
     cols: list[str],
 ) -> pl.DataFrame:
-    """A side's rows on ``lines``: a frame filtered where it is, a query in DuckDB (the
-    filter reaches the scan of Parquet parts, which then decodes only the few)."""
+    """A side's rows on ``lines``: a frame filtered in polars (cheaper than DuckDB
+    scanning all of it), a query in DuckDB."""
     wanted = lines.unique()
     if isinstance(side, pl.DataFrame):
         return side.select(cols).filter(pl.col("origin_line").is_in(wanted.implode()))
