@@ -80,9 +80,6 @@ _ON_KEY = (
 )
 # A side for the join on the key alone: every row a first occurrence.
 _SIDE = "SELECT {cols}, CAST(1 AS BIGINT) AS occ, {h} AS h, TRUE AS present FROM ({query})"
-# A side whose repeated keys are numbered in order of appearance (line, then file). Only
-# the rows whose key hash repeats (few) go through the window, which sorts what it gets;
-# a hash shared by two keys only numbers more rows, each within its own key.
 # Copies are ordered by line and file, then (for rows with no line or sharing one,
 # which real sides do not have) by their compared values, NULLs last, here and in
 # _number_lone_copies alike: a copy's number depends neither on the path that pairs it
@@ -91,6 +88,9 @@ _COPY_ORDER = (
     "origin_line", "origin_file",
     "channel_txn_id", "amount_minor", "exponent", "currency", "status",
 )  # fmt: skip
+# A side whose repeated keys are numbered in order of appearance (line, then file). Only
+# the rows whose key hash repeats (few) go through the window, which sorts what it gets;
+# a hash shared by two keys only numbers more rows, each within its own key.
 _NUMBERED_SIDE = """
 WITH
 s AS MATERIALIZED (SELECT {cols}, {h} AS h FROM ({query})),

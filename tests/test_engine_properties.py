@@ -261,7 +261,7 @@ def odd_side(rows: list[tuple[object, ...]], origin: str) -> pl.DataFrame:
     """Odd records as a side; a row's file is ``origin`` and its place in the list (two
     files, so lines also repeat across files)."""
     data = [
-        (t, o, r, x, a, None if c is None else 0 if c == "JPY" else 2, c, s, f"{origin}{i % 2}", n)
+        (o, r, t, x, a, None if c is None else 0 if c == "JPY" else 2, c, s, f"{origin}{i % 2}", n)
         for i, (t, o, r, x, a, c, s, n) in enumerate(rows)
     ]
     return pl.DataFrame(data, schema=SIDE_SCHEMA, orient="row")
