@@ -6,8 +6,9 @@ the first join, on the key itself, carries per row only the compared values and 
 line, finds the keys whose rows may not pair off equal, and fetches only the rows of
 those keys, which recon.engine then pairs exactly: by the lines of the wanted pairings
 (keeping only the wanted keys' rows), or, when a key on both sides repeats or a line
-is unknown, by key hash (a hash shared with another key only fetches more rows). A key's rows are always fetched together, on both
-sides: the exact pairing of the fetched rows is the whole diff's for their keys.
+is unknown, by key hash (a hash shared with another key only fetches more rows). A
+key's rows are always fetched together, on both sides: the exact pairing of the
+fetched rows is the whole diff's for their keys.
 
 A key is wanted when a row of it is alone, when its pair's values differ, or when it
 repeats on one side while present on the other (its copies are paired by order,
@@ -31,14 +32,12 @@ from recon.sides import KEY
 # What the mismatch rules compare, per row, beside the key. Amounts as (minor units,
 # exponent). A ledger row's empty or NULL channel_txn_id is never compared, hence
 # apart (NULL then). ``p``: the row is there (any of its values may be NULL).
-_LEDGER_VALUES = (
-    "amount_minor AS a, exponent AS e, currency AS c, status AS s, "
-    "CASE WHEN channel_txn_id <> '' THEN channel_txn_id END AS t, origin_line AS n, TRUE AS p"
+_VALUES = (
+    "amount_minor AS a, exponent AS e, currency AS c, status AS s, {t} AS t, "
+    "origin_line AS n, TRUE AS p"
 )
-_BILL_VALUES = (
-    "amount_minor AS a, exponent AS e, currency AS c, status AS s, "
-    "channel_txn_id AS t, origin_line AS n, TRUE AS p"
-)
+_LEDGER_VALUES = _VALUES.format(t="CASE WHEN channel_txn_id <> '' THEN channel_txn_id END")
+_BILL_VALUES = _VALUES.format(t="channel_txn_id")
 
 # One pass over both sides: their row counts, how many pairings hold a row of each (a
 # key repeated on one side and present on the other pairs its rows more than once)
@@ -102,16 +101,16 @@ def narrow(
         pairs = got.select(pl.col("wanted").explode()).drop_nulls().unnest("wanted")
         keys = pairs.select(KEY).unique()
         lines = [pairs.filter(p).get_column(n) for p, n in (("l", "ln"), ("b", "bn"))]
-        if l_paired == l_rows and b_paired == b_rows and not any(n.has_nulls() for n in lines):
+        repeats = l_paired != l_rows or b_paired != b_rows
+        if not repeats and not any(n.has_nulls() for n in lines):
             # No key on both sides repeats on either: every row of a wanted key is in a
             # wanted pairing, with its line. Lines repeat across a side's files, so a
             # line may also bring another key's row: only the wanted keys' are kept.
             fetched = [
-                _of_keys(_on_lines(con, side, query, n, cols), keys)
-                for side, query, n in ((ledger, lq, lines[0]), (bill, bq, lines[1]))
+                _of_keys(_on_lines(con, side, n, cols), keys)
+                for side, n in zip((ledger, bill), lines, strict=True)
             ]
         else:
-            repeats = l_paired != l_rows or b_paired != b_rows
             fetched = _by_key_hash(con, (lq, bq), keys, key_hash, cols, repeated=repeats)
     return Narrowed(l_rows, b_rows, *fetched)
 
@@ -140,11 +139,7 @@ def _by_key_hash(
 
 
 def _on_lines(
-    con: duckdb.DuckDBPyConnection,
-    side: pl.DataFrame | str,
-    query: str,
-    lines: pl.Series,
-    cols: list[str],
+    con: duckdb.DuckDBPyConnection, side: pl.DataFrame | str, lines: pl.Series, cols: list[str]
 ) -> pl.DataFrame:
     """A side's rows on ``lines``: a frame filtered in polars (cheaper than DuckDB
     scanning all of it), a query in DuckDB."""
@@ -153,7 +148,7 @@ def _on_lines(
         return side.select(cols).filter(pl.col("origin_line").is_in(wanted.implode()))
     with as_query(con, wanted.to_frame("n"), ["n"]) as n:
         rows: pl.DataFrame = con.sql(
-            f"SELECT {', '.join(cols)} FROM ({query}) WHERE origin_line IN (SELECT n FROM ({n}))"
+            f"SELECT {', '.join(cols)} FROM ({side}) WHERE origin_line IN (SELECT n FROM ({n}))"
         ).pl()
     return rows
 
