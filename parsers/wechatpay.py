@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import polars as pl
 
@@ -465,82 +465,67 @@ class _Done:
     sums: dict[str, Decimal]  # exact sums of the summed columns over every data line
     encoding: str
     first_line: int
+    # The chunk's first few non-empty lines, and (when the summary starts in this chunk)
+    # the summary's first few: as many as find_summary needs to judge the block.
+    lead: pl.DataFrame
+    summary: pl.DataFrame | None
+
+
+# The summary block starts with a line whose text, stripped, begins with 总交易单数.
+_SUMMARY_LINE = rf"^\s*{SUMMARY_START}"
+# The summary's header, its values line and one more (which is an error) suffice.
+_TAIL_LINES = 3
 
 
 def _parse_chunk(task: _Task) -> _Done:
+    """The chunk's data lines, up to the summary block's start if the chunk holds it.
+
+    The worker looks for the summary itself (the parent only cuts the stream): a
+    search of every chunk's bytes in the parent cost as much CPU as a worker's share.
+    """
     lines, used = lines_of(task.path, task.chunk)
-    data = lines.filter(pl.col("text").str.strip_chars() != "")
+    filled = lines.filter(pl.col("text").str.strip_chars() != "")
+    starts = filled.get_column("text").str.contains(_SUMMARY_LINE).arg_true()
+    at = int(starts[0]) if starts.len() else None
+    data = filled if at is None else filled.head(at)
+    summary = None if at is None else filled.slice(at, _TAIL_LINES)
     fields = split_fields(data, task.layout.columns, task.layout.used)
     staged = stage(fields, task.layout, task.ctx, task.path)
     rows, quarantine = split_quarantine(staged, row_checks(task.layout), task.path)
     write_part(rows, task.part)
     sources = {s for s in SUMMARY_SOURCES.values() if s in fields.columns}
     sums = {s: decimal_sum(fields[s]) for s in sorted(sources)}
-    return _Done(task.part, rows.height, data.height, quarantine, sums, used, task.chunk.first_line)
+    return _Done(
+        task.part, rows.height, data.height, quarantine, sums, used, task.chunk.first_line,
+        lead=filled.head(_TAIL_LINES), summary=summary,
+    )  # fmt: skip
 
 
-# The summary block starts with a line whose text, stripped, begins with 总交易单数.
-_SUMMARY_MARKS = tuple(SUMMARY_START.encode(e) for e in ("utf-8", "gb18030"))
-_BLANKS = b" \t\r\x0b\x0c"
-# More than this after the summary's first line cannot be a summary: stop reading there.
-_TAIL_LIMIT = 1 << 20
+def _header(path: Path, chunks: Iterator[Chunk]) -> tuple[str, Chunk]:
+    """The header line's text, and the rest of the first chunk (from line 2)."""
+    first = next(chunks)
+    end = first.data.find(b"\n")
+    head_bytes = first.data if end == -1 else first.data[: end + 1]
+    rest = b"" if end == -1 else first.data[end + 1 :]
+    head = Chunk(0, 1, head_bytes, last=end == -1 and first.last)
+    lines, _ = lines_of(path, head)
+    body = Chunk(first.index, 2, rest, first.last, first.offset + len(head_bytes))
+    return str(lines.item(0, "text")), body
 
 
-def _summary_start(data: bytes) -> int | None:
-    """Offset of the first line of ``data`` that is the summary's header, if any."""
-    best: int | None = None
-    for mark in _SUMMARY_MARKS:
-        at = data.find(mark)
-        while at != -1:
-            line_start = data.rfind(b"\n", 0, at) + 1
-            if not data[line_start:at].strip(_BLANKS):
-                best = line_start if best is None else min(best, line_start)
-                break
-            at = data.find(mark, at + 1)
-    return best
+def _split_at_summary(done: list[_Done]) -> tuple[list[_Done], pl.DataFrame]:
+    """(the chunks up to the summary's, the summary's first lines and any after it).
 
-
-class _Reader:
-    """Splits the stream into the header line, body chunks and the summary tail."""
-
-    def __init__(self, path: Path, chunks: Iterator[Chunk]) -> None:
-        self.path, self.chunks = path, chunks
-        self.tail: list[Chunk] = []
-
-    def header(self) -> tuple[str, Chunk]:
-        first = next(self.chunks)
-        end = first.data.find(b"\n")
-        head_bytes = first.data if end == -1 else first.data[: end + 1]
-        rest = b"" if end == -1 else first.data[end + 1 :]
-        head = Chunk(0, 1, head_bytes, last=end == -1 and first.last)
-        lines, _ = lines_of(self.path, head)
-        body = Chunk(first.index, 2, rest, first.last, first.offset + len(head_bytes))
-        return str(lines.item(0, "text")), body
-
-    def body(self, first: Chunk) -> Iterator[Chunk]:
-        for chunk in prepend(first, self.chunks):
-            if self.tail:  # past the summary's start: all tail, up to a limit
-                if sum(len(c.data) for c in self.tail) < _TAIL_LIMIT:
-                    self.tail.append(chunk)
-                continue
-            at = _summary_start(chunk.data)
-            if at is None:
-                yield chunk
-                continue
-            before = chunk.data[:at]
-            if before:
-                yield replace(chunk, data=before, last=False)
-            first_tail_line = chunk.first_line + before.count(b"\n")
-            tail = chunk.data[at:]
-            self.tail.append(
-                replace(chunk, first_line=first_tail_line, data=tail, offset=chunk.offset + at)
-            )
-
-    def tail_lines(self) -> pl.DataFrame:
-        frames = [lines_of(self.path, c)[0] for c in self.tail]
-        if not frames:
-            return pl.DataFrame(schema={"line": pl.Int64, "text": pl.String})
-        return pl.concat(frames)
+    Chunks after the one the summary starts in hold no data: whatever they parsed is
+    dropped, and their first lines go to the tail, where find_summary judges them.
+    """
+    at = next((i for i, d in enumerate(done) if d.summary is not None), None)
+    if at is None:
+        return done, pl.DataFrame(schema={"line": pl.Int64, "text": pl.String})
+    for d in done[at + 1 :]:
+        d.part.unlink(missing_ok=True)
+    tail = [cast(pl.DataFrame, done[at].summary), *(d.lead for d in done[at + 1 :])]
+    return done[: at + 1], pl.concat(tail).head(_TAIL_LINES)
 
 
 def _totals(summary: Summary, done: list[_Done]) -> list[TotalCheck]:
@@ -566,8 +551,8 @@ class WechatPayV2Parser:
         out = work_dir(ctx.work_dir)
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
         with open_stream(path) as stream:
-            reader = _Reader(path, iter_chunks(path, stream, ctx.chunk_bytes or CHUNK_BYTES))
-            header, first = reader.header()
+            chunks = iter_chunks(path, stream, ctx.chunk_bytes or CHUNK_BYTES)
+            header, first = _header(path, chunks)
             layout = detect_layout(path, header)
             keep = in_file(stream)  # then workers read their lines from the file itself
             tasks = (
@@ -575,11 +560,11 @@ class WechatPayV2Parser:
                     path, plain, layout, detached(c, path) if keep else c,
                     out / f"standard-part-{i:05d}.parquet",
                 )
-                for i, c in enumerate(reader.body(first))
+                for i, c in enumerate(prepend(first, chunks))
             )  # fmt: skip
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
-            tail = reader.tail_lines()
-        got = gather(path, done)
+        body, tail = _split_at_summary(done)
+        got = gather(path, body)
         summary = find_summary(path, tail)
         return ParsedBill(
             path=path,
@@ -588,6 +573,6 @@ class WechatPayV2Parser:
             n_rows=got.n_rows,
             quarantine=got.quarantine,
             rows_read=got.rows_read,
-            totals=_totals(summary, done),
+            totals=_totals(summary, body),
             summary_line=summary.values_line,
         )

@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,51 @@ def test_workers_keep_freed_memory_and_the_parent_is_untouched() -> None:
     # polars puts its own settings first; the last ones win, so the workers keep pages.
     assert all(c is not None and c.endswith("dirty_decay_ms:-1,muzzy_decay_ms:-1") for c in seen)
     assert os.environ.get("_RJEM_MALLOC_CONF") == before
+
+
+def _outcome(channel: str, path: Path, tmp: Path, **kw: Any) -> tuple[object, ...]:
+    """What parsing gives: the error's message and place, or the parse's observables."""
+    try:
+        bill = parse(channel, path, tmp, **kw)
+    except InputError as exc:
+        return ("error", str(exc), exc.line, exc.column)
+    rows, quarantine = bill.rows.collect().rows(), bill.quarantine.rows()
+    totals = [(t.name, t.expected, t.actual) for t in bill.totals]
+    return ("parsed", rows, quarantine, bill.rows_read, bill.summary_line, totals)
+
+
+_WECHAT_LINES = (FIXTURES / "wechatpay" / "all_mixed.csv").read_text("utf-8").splitlines()
+_DATA_END = next(i for i, line in enumerate(_WECHAT_LINES) if line.startswith("总交易单数"))
+# Ways a summary block goes wrong, each a function of the fixture's lines.
+_DAMAGE: dict[str, Callable[[list[str]], list[str]]] = {
+    "intact": lambda ls: ls,
+    "blank lines after": lambda ls: [*ls, "", "  ", ""],
+    "a line after": lambda ls: [*ls, "", "`2024-03-05 09:00:00,`wx"],
+    "two lines after": lambda ls: [*ls, "x", "y"],
+    "no values line": lambda ls: [*ls[:-1], ""],
+    "no summary": lambda ls: ls[:_DATA_END],
+    "summary mid-file": lambda ls: [*ls[:2], " " + ls[_DATA_END], *ls[2:]],
+    "indented summary": lambda ls: [*ls[:_DATA_END], "\t" + ls[_DATA_END], *ls[_DATA_END + 1 :]],
+}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(damage=st.sampled_from(sorted(_DAMAGE)), size=st.integers(1, 1500))
+def test_summary_found_by_the_workers_as_when_parsed_whole(
+    damage: str, size: int, tmp_path: Path
+) -> None:
+    """Each chunk's worker looks for the summary's start itself: wherever the cuts fall,
+    the outcome (rows, totals or the error and its line) is the whole file's."""
+    path = tmp_path / f"{damage}-{size}.csv"
+    path.write_text("\r\n".join(_DAMAGE[damage](_WECHAT_LINES)) + "\r\n", "utf-8")
+    whole = _outcome("wechatpay", path, tmp_path / f"w-{size}")
+    chunked = _outcome("wechatpay", path, tmp_path / f"c-{size}", chunk_bytes=size, workers=1)
+    assert chunked == whole
+    if whole[0] == "parsed":
+        # Only the parts of chunks up to the summary's remain, holding the parse's rows.
+        parts = (tmp_path / f"c-{size}").glob("standard-part-*.parquet")
+        rows = whole[1]
+        assert isinstance(rows, list)
+        assert sum(pl.read_parquet(p).height for p in parts) == len(rows)
