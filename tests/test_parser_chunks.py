@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import io
 import os
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -246,14 +247,15 @@ def test_summary_found_by_the_workers_as_when_parsed_whole(
 ) -> None:
     """Each chunk's worker looks for the summary's start itself: wherever the cuts fall,
     the outcome (rows, totals or the error and its line) is the whole file's."""
-    path = tmp_path / f"{damage}-{size}.csv"
+    here = Path(tempfile.mkdtemp(dir=tmp_path))  # tmp_path is shared by the examples
+    path = here / "bill.csv"
     path.write_text("\r\n".join(_DAMAGE[damage](_WECHAT_LINES)) + "\r\n", "utf-8")
-    whole = _outcome("wechatpay", path, tmp_path / f"w-{size}")
-    chunked = _outcome("wechatpay", path, tmp_path / f"c-{size}", chunk_bytes=size, workers=1)
+    whole = _outcome("wechatpay", path, here / "whole")
+    chunked = _outcome("wechatpay", path, here / "chunked", chunk_bytes=size, workers=1)
     assert chunked == whole
     if whole[0] == "parsed":
         # Only the parts of chunks up to the summary's remain, holding the parse's rows.
-        parts = (tmp_path / f"c-{size}").glob("standard-part-*.parquet")
+        parts = (here / "chunked").glob("standard-part-*.parquet")
         rows = whole[1]
         assert isinstance(rows, list)
         assert sum(pl.read_parquet(p).height for p in parts) == len(rows)
