@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from recon.duck import work_connection
+from recon.duck import as_query, work_connection
 from recon.engine import diff
 from recon.parts import sql_source
 from recon.sides import KEY, SIDE_SCHEMA
@@ -77,12 +77,14 @@ def main(argv: list[str] | None = None) -> None:
             counts = diff(ledger, bill, ["SUCCESS"], con).counts
         else:
             if isinstance(ledger, pl.DataFrame) and isinstance(bill, pl.DataFrame):
-                # As Arrow string views, as recon.duck hands frames to DuckDB: registering
-                # the frames themselves copies every string and made this run 35% slower.
-                for name, side in (("ledger_side", ledger), ("bill_side", bill)):
-                    frame = side.select(KEY).with_row_index("_row")
-                    con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
-                pairs = keyjoin(con, "SELECT * FROM ledger_side", "SELECT * FROM bill_side")
+                # Handed over as the diff's sides are (Arrow string views): registering the
+                # frames themselves copies every string and made this run 35% slower.
+                cols = [*KEY, "_row"]
+                with (
+                    as_query(con, ledger.with_row_index("_row"), cols) as lq,
+                    as_query(con, bill.with_row_index("_row"), cols) as bq,
+                ):
+                    pairs = keyjoin(con, lq, bq)
             else:
                 pairs = keyjoin(con, numbered["ledger"], numbered["bill"])
             both = pairs.filter(pl.col("l_row").is_not_null() & pl.col("b_row").is_not_null())
