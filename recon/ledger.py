@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -239,6 +240,10 @@ def _prefetched(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
             yield batch
 
 
+class LoadStopped(Exception):
+    """The load was stopped by its caller (the run failed elsewhere): no parts are left."""
+
+
 class _PartWriter:
     """Writes the day's rows as ordered parts of at least ``part_rows`` rows, each by a
     helper thread while the next batch is processed."""
@@ -298,11 +303,13 @@ def load_ledger_day(
     block_bytes: int = BLOCK_BYTES,
     batch_rows: int = BATCH_ROWS,
     part_rows: int = PART_ROWS,
+    stop: threading.Event | None = None,
 ) -> LedgerDay:
     """The channel's rows of ``day`` (in ``tz``) from the export at ``path``.
 
     The rows go to Parquet parts in a fresh directory under ``work_dir`` (file order,
-    at least one part, maybe empty); the quarantined rows stay in memory, by line."""
+    at least one part, maybe empty); the quarantined rows stay in memory, by line.
+    Once ``stop`` is set, the load ends at its next batch with LoadStopped."""
     batches = read_ledger_batches(path, block_bytes=block_bytes, batch_rows=batch_rows)
     work_dir.mkdir(parents=True, exist_ok=True)
     parts = _PartWriter(Path(tempfile.mkdtemp(prefix="ledger-", dir=work_dir)), part_rows)
@@ -312,6 +319,8 @@ def load_ledger_day(
     line_offset = 0 if _is_parquet(path) else 1
     try:
         for raw in _prefetched(batches):
+            if stop is not None and stop.is_set():
+                raise LoadStopped(f"{path}: load stopped after {rows_read} rows")
             batch = split(raw, rows_read + 1, str(path), line_offset, channel, tz, day)
             parts.add(batch.rows)
             if batch.quarantine.height:

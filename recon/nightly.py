@@ -20,7 +20,7 @@ from recon.acquire import BillNotReady, check_ready, fetch_bill
 from recon.alerts import raise_alert
 from recon.bill_io import load_parsed, save_parsed
 from recon.errors import ConfigError
-from recon.pipeline import RunResult, parse_bill, reconcile_parsed, work_space
+from recon.pipeline import RunResult, parse_bill, reconcile_day, reconcile_parsed
 from recon.rules import Channel, Rules
 from recon.sftp import PermanentFetchError, SftpEndpoint
 from recon.store import open_store, set_day_state
@@ -261,11 +261,8 @@ def run_channel_day(
     )
     bill_path = download(rules, channel_name, day, endpoint, force=force)
     out = day_dir(rules, channel_name, day) / "queues"
-    with work_space(out) as work:
-        bill = parse_bill(rules.channel(channel_name), Path(bill_path), work_dir=work / "bill")
-        result = reconcile_parsed(
-            rules, channel_name, day, bill, ledger_path(rules, channel_name, day), out,
-            work_dir=work,
-        )  # fmt: skip
+    result = reconcile_day(
+        rules, channel_name, day, Path(bill_path), ledger_path(rules, channel_name, day), out
+    )
     publish(rules, channel_name, day, str(out))
     return result

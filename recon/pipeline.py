@@ -1,10 +1,12 @@
-"""Reconcile one channel-day: parse the bill, load the ledger, diff, publish, record."""
+"""Reconcile one channel-day: parse the bill (loading the ledger beside it), diff, publish,
+record."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,7 +128,7 @@ def reconcile_day(
 ) -> RunResult:
     channel = rules.channel(channel_name)
     size = bill_path.stat().st_size / 1e6 if bill_path.exists() else 0.0
-    with work_space(out_dir) as work:
+    with work_space(out_dir) as work, ledger_beside(channel, day, ledger_path, work) as ledger:
         with stage(f"{channel.name} {day}: parse bill {bill_path} ({size:.1f} MB)"):
             bill = parse_bill(channel, bill_path, work_dir=work / "bill")
         log.info(
@@ -135,8 +137,36 @@ def reconcile_day(
         )  # fmt: skip
         return reconcile_parsed(
             rules, channel_name, day, bill, ledger_path, out_dir,
-            store_path=store_path, requery=requery, work_dir=work,
+            store_path=store_path, requery=requery, work_dir=work, ledger=ledger,
         )  # fmt: skip
+
+
+@contextmanager
+def ledger_beside(
+    channel: Channel, day: dt.date, ledger_path: Path, work_dir: Path
+) -> Iterator[Future[LedgerDay]]:
+    """The ledger's day, loading in a thread while the caller parses the bill: the bill
+    parse leaves part of both cores idle (its parent mostly waits on its workers).
+
+    Errors keep their sequential order: the caller takes the result only once the bill
+    is proven, so a bad bill is reported before a bad ledger. When the caller fails, the
+    load is stopped at its next batch and waited for, before the scratch folder goes."""
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-load")
+
+    def load() -> LedgerDay:
+        with stage(f"{channel.name} {day}: load ledger {ledger_path} (beside the bill)"):
+            return load_ledger_day(
+                ledger_path, channel.name, channel.timezone, day, work_dir, stop=stop
+            )
+
+    try:
+        yield pool.submit(load)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 @contextmanager
@@ -168,16 +198,21 @@ def prepare(
     bill: ParsedBill,
     ledger_path: Path,
     work_dir: Path,
+    ledger_loading: Future[LedgerDay] | None = None,
 ) -> Prepared:
-    """Check the bill's day and load the ledger's day (its parts go to ``work_dir``)."""
+    """Check the bill's day and load the ledger's day (its parts go to ``work_dir``), or
+    take it from ``ledger_loading`` (see ledger_beside)."""
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
     # The files' digests (provenance in the summary) are taken beside the parsing: hashlib
     # lets other threads run while it hashes.
     digests = _hash_in_background(bill.path, ledger_path)
     _check_bill_day(bill, day)
-    with stage(f"{channel.name} {day}: load ledger {ledger_path}"):
-        ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day, work_dir)
+    if ledger_loading is not None:
+        ledger = ledger_loading.result()
+    else:
+        with stage(f"{channel.name} {day}: load ledger {ledger_path}"):
+            ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day, work_dir)
     log.info(
         "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
         channel.name, day, ledger_path, ledger.rows_read, ledger.n_rows, ledger.quarantine.height,
@@ -266,15 +301,17 @@ def reconcile_parsed(
     store_path: Path | None = None,
     requery: ChannelQuery | None = None,
     work_dir: Path | None = None,
+    ledger: Future[LedgerDay] | None = None,
 ) -> RunResult:
-    """Reconcile an already parsed (and proven) bill against the ledger's day."""
+    """Reconcile an already parsed (and proven) bill against the ledger's day (loaded
+    here, or by ``ledger``: see ledger_beside)."""
     if work_dir is None:
         with work_space(out_dir) as work:
             return reconcile_parsed(
                 rules, channel_name, day, bill, ledger_path, out_dir,
-                store_path=store_path, requery=requery, work_dir=work,
+                store_path=store_path, requery=requery, work_dir=work, ledger=ledger,
             )  # fmt: skip
-    prep = prepare(rules, channel_name, day, bill, ledger_path, work_dir)
+    prep = prepare(rules, channel_name, day, bill, ledger_path, work_dir, ledger)
     with stage(
         f"{prep.channel.name} {day}: diff {prep.ledger.n_rows} ledger x {bill.n_rows} bill rows"
     ):
