@@ -31,6 +31,7 @@ from parsers.chunked import (
     iter_chunks,
     lines_of,
     open_stream,
+    payload,
     prepend,
     run_ordered,
     work_dir,
@@ -101,15 +102,16 @@ class AlipayBillParser:
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
         with ExitStack() as stack:
             source, stream = _open(path, stack)
+            keep = in_file(stream)  # then workers read their lines from the file itself
             chunks = iter_chunks(
                 source,
                 stream,
                 ctx.chunk_bytes or CHUNK_BYTES,
                 errors=ZIP_ERRORS,
                 what="corrupt zip",
+                file=path if keep else None,
             )
             header_line, columns, body = _split_header(source, chunks)
-            keep = in_file(stream)  # then workers read their lines from the file itself
             tasks = (
                 _Task(
                     path,
@@ -197,7 +199,7 @@ def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str],
     held: list[Chunk] = []
     for chunk in chunks:
         held.append(chunk)
-        data = b"".join(c.data for c in held)
+        data = b"".join(payload(c) for c in held)
         first = Chunk(held[0].index, held[0].first_line, data, chunk.last, held[0].offset)
         lines, _ = lines_of(source, first)
         text = pl.col("text")

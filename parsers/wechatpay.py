@@ -553,10 +553,12 @@ class WechatPayV2Parser:
         out = work_dir(ctx.work_dir)
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
         with open_stream(path) as stream:
-            chunks = iter_chunks(path, stream, ctx.chunk_bytes or CHUNK_BYTES)
+            keep = in_file(stream)  # then workers read their lines from the file itself
+            chunks = iter_chunks(
+                path, stream, ctx.chunk_bytes or CHUNK_BYTES, file=path if keep else None
+            )
             header, first = _header(path, chunks)
             layout = detect_layout(path, header)
-            keep = in_file(stream)  # then workers read their lines from the file itself
             tasks = (
                 _Task(
                     path, plain, layout, detached(c, path) if keep else c,

@@ -177,6 +177,27 @@ def test_chunks_are_whole_lines_within_the_size(data: bytes, size: int, step: in
             assert len(c.data) <= size or size < first <= len(c.data) <= first + size
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.text(alphabet="ab\n一", max_size=60).map(str.encode),
+    size=st.integers(1, 16),
+    step=st.integers(1, 20),
+)
+def test_chunks_left_in_the_file_are_the_same_lines(data: bytes, size: int, step: int) -> None:
+    """With ``file``, chunks after the first carry no bytes, only where to read them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.csv"
+        path.write_bytes(data)
+        kept = list(iter_chunks(path, _Trickle(data, step), size=size))
+        away = list(iter_chunks(path, _Trickle(data, step), size=size, file=path))
+        assert [payload(c) for c in away] == [c.data for c in kept]
+    place = [(c.index, c.first_line, c.offset, c.last) for c in kept]
+    assert [(c.index, c.first_line, c.offset, c.last) for c in away] == place
+    assert away[0] == kept[0]  # the first keeps its bytes: the header is read from them
+    assert all(c.data == b"" and c.file == path for c in away[1:])
+    assert [detached(c, path) for c in away] == [detached(c, path) for c in kept]
+
+
 def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
     data = "一行\n二行\r\n\n最后一行没有换行".encode("gb18030")
     path = tmp_path / "x.csv"
