@@ -204,8 +204,8 @@ def prepare(
     take it from ``ledger_loading`` (see ledger_beside)."""
     started = dt.datetime.now(dt.UTC)
     channel = rules.channel(channel_name)
-    # The files' digests (provenance in the summary) are taken beside the parsing: hashlib
-    # lets other threads run while it hashes.
+    # The files' digests (provenance in the summary) are taken beside the ledger load (or,
+    # when it ran beside the bill parse, the diff): hashlib lets other threads run meanwhile.
     digests = _hash_in_background(bill.path, ledger_path)
     _check_bill_day(bill, day)
     if ledger_loading is not None:

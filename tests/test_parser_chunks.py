@@ -142,6 +142,10 @@ def test_chunks_cut_only_at_line_ends(tmp_path: Path) -> None:
     assert [data[c.offset : c.offset + len(c.data)] for c in chunks] == [c.data for c in chunks]
 
 
+# Text of a few short lines, some multibyte, for the chunking properties.
+_LINES = st.text(alphabet="ab\n一", max_size=60).map(str.encode)
+
+
 class _Trickle(io.BytesIO):
     """A stream that hands over at most ``step`` bytes per read, as pipes may."""
 
@@ -155,11 +159,7 @@ class _Trickle(io.BytesIO):
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    data=st.text(alphabet="ab\n一", max_size=60).map(str.encode),
-    size=st.integers(1, 16),
-    step=st.integers(1, 20),
-)
+@given(data=_LINES, size=st.integers(1, 16), step=st.integers(1, 20))
 def test_chunks_are_whole_lines_within_the_size(data: bytes, size: int, step: int) -> None:
     chunks = list(iter_chunks("t.csv", _Trickle(data, step), size=size))
     assert b"".join(c.data for c in chunks) == data
@@ -178,11 +178,7 @@ def test_chunks_are_whole_lines_within_the_size(data: bytes, size: int, step: in
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    data=st.text(alphabet="ab\n一", max_size=60).map(str.encode),
-    size=st.integers(1, 16),
-    step=st.integers(1, 20),
-)
+@given(data=_LINES, size=st.integers(1, 16), step=st.integers(1, 20))
 def test_chunks_left_in_the_file_are_the_same_lines(data: bytes, size: int, step: int) -> None:
     """With ``file``, chunks after the first carry no bytes, only where to read them."""
     with tempfile.TemporaryDirectory() as tmp:
