@@ -119,10 +119,10 @@ class AlipayBillParser:
                     plain,
                     header_line,
                     columns,
-                    detached(c, path) if keep else c,
+                    c,
                     out / f"standard-part-{i:05d}.parquet",
                 )
-                for i, c in enumerate(prepend(body, chunks))
+                for i, c in enumerate(prepend(detached(body, path) if keep else body, chunks))
             )
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
         got = gather(source, done)

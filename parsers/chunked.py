@@ -74,8 +74,6 @@ def in_file(stream: IO[bytes]) -> bool:
 
 def detached(chunk: Chunk, file: Path) -> Chunk:
     """The chunk without its bytes, which the worker reads from ``file`` itself."""
-    if chunk.file is not None:
-        return chunk
     return replace(chunk, data=b"", file=file, size=len(chunk.data))
 
 
@@ -120,6 +118,14 @@ def iter_chunks(
     size = max(size, 1)
     buf = bytearray(size)
     have, index, line, at, ended = 0, 0, first_line, 0, False
+
+    def chunk_of(n: int, *, last: bool) -> Chunk:
+        """The buffer's first ``n`` bytes as the next chunk, detached after the first."""
+        if file is not None and index > 0:
+            return Chunk(index, line, b"", last, offset=at, file=file, size=n)
+        with memoryview(buf) as view:
+            return Chunk(index, line, bytes(view[:n]), last, offset=at)
+
     while not ended:
         # Up to ``size`` in all; past it (a line longer than that), ``size`` more.
         want = size - have if have < size else size
@@ -137,11 +143,7 @@ def iter_chunks(
         cut = buf.rfind(b"\n", 0, have) + 1
         if cut == 0:  # no line end yet: keep reading
             continue
-        if file is not None and index > 0:
-            chunk = Chunk(index, line, b"", last=False, offset=at, file=file, size=cut)
-        else:
-            with memoryview(buf) as view:
-                chunk = Chunk(index, line, bytes(view[:cut]), last=False, offset=at)
+        chunk = chunk_of(cut, last=False)
         line += buf.count(b"\n", 0, cut)
         buf[: have - cut] = buf[cut:have]
         have -= cut
@@ -150,10 +152,7 @@ def iter_chunks(
         at += cut
         index += 1
     if have or index == 0:
-        if file is not None and index > 0:
-            yield Chunk(index, line, b"", last=True, offset=at, file=file, size=have)
-        else:
-            yield Chunk(index, line, bytes(buf[:have]), last=True, offset=at)
+        yield chunk_of(have, last=True)
 
 
 def lines_of(

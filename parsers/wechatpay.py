@@ -561,10 +561,10 @@ class WechatPayV2Parser:
             layout = detect_layout(path, header)
             tasks = (
                 _Task(
-                    path, plain, layout, detached(c, path) if keep else c,
+                    path, plain, layout, c,
                     out / f"standard-part-{i:05d}.parquet",
                 )
-                for i, c in enumerate(prepend(first, chunks))
+                for i, c in enumerate(prepend(detached(first, path) if keep else first, chunks))
             )  # fmt: skip
             done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
         body, tail = _split_at_summary(done)

@@ -191,7 +191,7 @@ def test_chunks_left_in_the_file_are_the_same_lines(data: bytes, size: int, step
     assert [(c.index, c.first_line, c.offset, c.last) for c in away] == place
     assert away[0] == kept[0]  # the first keeps its bytes: the header is read from them
     assert all(c.data == b"" and c.file == path for c in away[1:])
-    assert [detached(c, path) for c in away] == [detached(c, path) for c in kept]
+    assert away[1:] == [detached(c, path) for c in kept[1:]]
 
 
 def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
