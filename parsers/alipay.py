@@ -24,7 +24,6 @@ from parsers.base import ParseContext, ParsedBill, TotalCheck
 from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
-    default_workers,
     detached,
     gather,
     in_file,
@@ -33,7 +32,7 @@ from parsers.chunked import (
     open_stream,
     payload,
     prepend,
-    run_ordered,
+    run_reported,
     work_dir,
 )
 from parsers.common import (
@@ -99,7 +98,7 @@ class AlipayBillParser:
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
         out = work_dir(ctx.work_dir)
-        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
+        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None, progress=None)
         with ExitStack() as stack:
             source, stream = _open(path, stack)
             keep = in_file(stream)  # then workers read their lines from the file itself
@@ -124,7 +123,8 @@ class AlipayBillParser:
                 )
                 for i, c in enumerate(prepend(detached(body, path) if keep else body, chunks))
             )
-            done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
+            file = path if keep else None
+            done = list(run_reported(_parse_chunk, tasks, ctx, file))
         got = gather(source, done)
         totals: list[TotalCheck] = []
         summary_line = None

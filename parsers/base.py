@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +11,16 @@ from typing import ClassVar, Protocol
 import polars as pl
 
 from recon.errors import ControlTotalsError, InputError
+
+
+@dataclass(frozen=True)
+class ParseProgress:
+    """How far a parse has got, reported after each chunk (in file order)."""
+
+    lines: int  # data lines read so far (rows parsed + rows quarantined)
+    quarantined: int
+    bytes_read: int  # of the bill's (decompressed) text
+    bytes_total: int | None  # the plain file's size; None when compressed (unknown ahead)
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,10 @@ class ParseContext:
     work_dir: Path | None = None
     workers: int = 0  # processes for big bills; 0 = one per core
     chunk_bytes: int = 0  # bytes of whole lines parsed at a time; 0 = parsers.chunked's default
+    # Called in the parsing process after each chunk; never sent to worker processes.
+    progress: Callable[[ParseProgress], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)

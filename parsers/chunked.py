@@ -27,6 +27,7 @@ from typing import IO, Protocol, TypeVar, cast
 
 import polars as pl
 
+from parsers.base import ParseContext, ParseProgress
 from parsers.common import GZIP_MAGIC, decode
 from recon.errors import InputError
 from recon.schema import empty_quarantine
@@ -65,6 +66,11 @@ class Chunk:
     # there by the worker instead of being copied to it through a pipe.
     file: Path | None = None
     size: int = 0  # bytes at ``offset`` in ``file``
+
+    @property
+    def end(self) -> int:
+        """Where the chunk's lines end in the stream."""
+        return self.offset + (self.size if self.file is not None else len(self.data))
 
 
 def in_file(stream: IO[bytes]) -> bool:
@@ -326,3 +332,46 @@ def run_ordered(
         finally:
             for f in pending:
                 f.cancel()
+
+
+class HasChunk(Protocol):
+    @property
+    def chunk(self) -> Chunk: ...
+
+
+TC = TypeVar("TC", bound=HasChunk)
+DC = TypeVar("DC", bound=ChunkDone)
+
+
+def run_reported(
+    fn: Callable[[TC], DC],
+    tasks: Iterable[TC],
+    ctx: ParseContext,
+    file: Path | None,
+    ends_data: Callable[[DC], bool] | None = None,
+) -> Iterator[DC]:
+    """run_ordered over chunk tasks with ``ctx.workers``, telling ``ctx.progress`` after
+    each chunk how far the parse has got (``file``: the plain file the chunks' offsets
+    are in, whose size is the total). The lines of chunks after one that ``ends_data``
+    (the parser drops what they parsed) are not counted."""
+    workers, progress = default_workers(ctx.workers), ctx.progress
+    if progress is None:
+        yield from run_ordered(fn, tasks, workers)
+        return
+    total = file.stat().st_size if file is not None else None
+    ends: deque[int] = deque()  # of the tasks handed out and not yet done, in order
+
+    def noted(tasks: Iterable[TC]) -> Iterator[TC]:
+        for task in tasks:
+            ends.append(task.chunk.end)
+            yield task
+
+    lines = quarantined = 0
+    ended = False
+    for done in run_ordered(fn, noted(tasks), workers):
+        if not ended:
+            lines += done.data_lines
+            quarantined += done.quarantine.height
+            ended = ends_data is not None and ends_data(done)
+        progress(ParseProgress(lines, quarantined, ends.popleft(), total))
+        yield done

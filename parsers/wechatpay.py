@@ -21,7 +21,6 @@ from parsers.base import ParseContext, ParsedBill, TotalCheck
 from parsers.chunked import (
     CHUNK_BYTES,
     Chunk,
-    default_workers,
     detached,
     gather,
     in_file,
@@ -29,7 +28,7 @@ from parsers.chunked import (
     lines_of,
     open_stream,
     prepend,
-    run_ordered,
+    run_reported,
     work_dir,
 )
 from parsers.common import RowCheck, business_date, local_to_utc, split_quarantine
@@ -514,6 +513,10 @@ def _header(path: Path, chunks: Iterator[Chunk]) -> tuple[str, Chunk]:
     return str(lines.item(0, "text")), body
 
 
+def _has_summary(done: _Done) -> bool:
+    return done.summary is not None
+
+
 def _split_at_summary(done: list[_Done]) -> tuple[list[_Done], pl.DataFrame]:
     """(the chunks up to the summary's, the summary's first lines and any after it).
 
@@ -551,7 +554,7 @@ class WechatPayV2Parser:
 
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
         out = work_dir(ctx.work_dir)
-        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None)
+        plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None, progress=None)
         with open_stream(path) as stream:
             keep = in_file(stream)  # then workers read their lines from the file itself
             chunks = iter_chunks(
@@ -566,7 +569,8 @@ class WechatPayV2Parser:
                 )
                 for i, c in enumerate(prepend(detached(first, path) if keep else first, chunks))
             )  # fmt: skip
-            done = list(run_ordered(_parse_chunk, tasks, default_workers(ctx.workers)))
+            file = path if keep else None
+            done = list(run_reported(_parse_chunk, tasks, ctx, file, _has_summary))
         body, tail = _split_at_summary(done)
         got = gather(path, body)
         summary = find_summary(path, tail)

@@ -19,7 +19,7 @@ import datetime as dt
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +244,15 @@ class LoadStopped(Exception):
     """The load was stopped by its caller (the run failed elsewhere): no parts are left."""
 
 
+@dataclass(frozen=True)
+class LoadProgress:
+    """How far a ledger load has got, reported after each batch."""
+
+    rows_read: int
+    for_day: int  # of those, the channel's rows of the day
+    quarantined: int
+
+
 class _PartWriter:
     """Writes the day's rows as ordered parts of at least ``part_rows`` rows, each by a
     helper thread while the next batch is processed."""
@@ -304,17 +313,19 @@ def load_ledger_day(
     batch_rows: int = BATCH_ROWS,
     part_rows: int = PART_ROWS,
     stop: threading.Event | None = None,
+    progress: Callable[[LoadProgress], None] | None = None,
 ) -> LedgerDay:
     """The channel's rows of ``day`` (in ``tz``) from the export at ``path``.
 
     The rows go to Parquet parts in a fresh directory under ``work_dir`` (file order,
     at least one part, maybe empty); the quarantined rows stay in memory, by line.
-    Once ``stop`` is set, the load ends at its next batch with LoadStopped."""
+    Once ``stop`` is set, the load ends at its next batch with LoadStopped; ``progress``
+    is told how far it has got after each batch."""
     batches = read_ledger_batches(path, block_bytes=block_bytes, batch_rows=batch_rows)
     work_dir.mkdir(parents=True, exist_ok=True)
     parts = _PartWriter(Path(tempfile.mkdtemp(prefix="ledger-", dir=work_dir)), part_rows)
     quarantined: list[pl.DataFrame] = []
-    rows_read = rows_other = 0
+    rows_read = rows_other = for_day = n_quarantined = 0
     # CSV: header is line 1, so data row n is line n+1; Parquet has rows only.
     line_offset = 0 if _is_parquet(path) else 1
     try:
@@ -327,6 +338,10 @@ def load_ledger_day(
                 quarantined.append(batch.quarantine)
             rows_read += raw.height
             rows_other += batch.other
+            for_day += batch.rows.height
+            n_quarantined += batch.quarantine.height
+            if progress is not None:
+                progress(LoadProgress(rows_read, for_day, n_quarantined))
         files = parts.close()
     except BaseException:
         parts.abandon()

@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +25,7 @@ from recon.engine import DiffResult, diff
 from recon.errors import InputError
 from recon.ledger import LedgerDay, load_ledger_day
 from recon.outputs import write_outputs
+from recon.progress import duck_progress, load_progress, parse_progress, stage
 from recon.queues import Queues, build_queues
 from recon.report_data import write_reports
 from recon.requery import ChannelQuery
@@ -47,20 +47,17 @@ class RunResult:
     queues: Queues
 
 
-@contextmanager
-def stage(what: str) -> Iterator[None]:
-    """Progress for long runs: each stage's start and duration, on the CLI (-v) and in task logs."""
-    started = time.perf_counter()
-    log.info("%s ...", what)
-    yield
-    log.info("%s: done in %.1f s", what, time.perf_counter() - started)
-
-
 def parse_bill(
-    channel: Channel, path: Path, *, check_totals: bool = True, work_dir: Path | None = None
+    channel: Channel,
+    path: Path,
+    *,
+    check_totals: bool = True,
+    work_dir: Path | None = None,
+    what: str | None = None,
 ) -> ParsedBill:
     """Parse and prove the bill whole: rows conserved and, by default, totals equal.
-    The standard rows go to Parquet parts in ``work_dir`` (a temporary one when None)."""
+    The standard rows go to Parquet parts in ``work_dir`` (a temporary one when None).
+    Progress is logged as ``what`` (by default the channel and the file's name)."""
     ctx = ParseContext(
         channel=channel.name,
         timezone=channel.timezone,
@@ -68,6 +65,7 @@ def parse_bill(
         default_currency=channel.currency,
         check_totals=check_totals,
         work_dir=work_dir,
+        progress=parse_progress(what or f"{channel.name}: parse bill {path.name}"),
     )
     parsed = get_parser(channel.parser).parse(path, ctx)
     parsed.check_conservation()
@@ -130,7 +128,9 @@ def reconcile_day(
     size = bill_path.stat().st_size / 1e6 if bill_path.exists() else 0.0
     with work_space(out_dir) as work, ledger_beside(channel, day, ledger_path, work) as ledger:
         with stage(f"{channel.name} {day}: parse bill {bill_path} ({size:.1f} MB)"):
-            bill = parse_bill(channel, bill_path, work_dir=work / "bill")
+            bill = parse_bill(
+                channel, bill_path, work_dir=work / "bill", what=f"{channel.name} {day}: parse bill"
+            )
         log.info(
             "%s %s: bill rows read %d, parsed %d, quarantined %d",
             channel.name, day, bill.rows_read, bill.n_rows, bill.quarantine.height,
@@ -157,8 +157,9 @@ def ledger_beside(
     def load() -> LedgerDay:
         with stage(f"{channel.name} {day}: load ledger {ledger_path} (beside the bill)"):
             return load_ledger_day(
-                ledger_path, channel.name, channel.timezone, day, work_dir, stop=stop
-            )
+                ledger_path, channel.name, channel.timezone, day, work_dir,
+                stop=stop, progress=load_progress(f"{channel.name} {day}: load ledger"),
+            )  # fmt: skip
 
     try:
         yield pool.submit(load)
@@ -212,7 +213,10 @@ def prepare(
         ledger = ledger_loading.result()
     else:
         with stage(f"{channel.name} {day}: load ledger {ledger_path}"):
-            ledger = load_ledger_day(ledger_path, channel.name, channel.timezone, day, work_dir)
+            ledger = load_ledger_day(
+                ledger_path, channel.name, channel.timezone, day, work_dir,
+                progress=load_progress(f"{channel.name} {day}: load ledger"),
+            )  # fmt: skip
     log.info(
         "%s %s: ledger %s: %d rows read, %d for the day, %d quarantined",
         channel.name, day, ledger_path, ledger.rows_read, ledger.n_rows, ledger.quarantine.height,
@@ -264,7 +268,8 @@ def finish(
         temp_dir=prep.work_dir / "duckdb-store",
     )
     with store as con, transaction(con):
-        with stage(f"{channel.name} {day}: update breaks"):
+        what = f"{channel.name} {day}: update breaks"
+        with stage(what), duck_progress(con, what):
             update = update_breaks(con, channel, day, bill, ledger, result, queues, files, requery)
         summary["breaks"] = update.as_dict()
         log.info("%s %s: breaks %s", channel.name, day, summary["breaks"])
@@ -324,12 +329,13 @@ def diff_prepared(prep: Prepared) -> DiffResult:
     spilling to the run's scratch folder beyond the channel's memory limit."""
     con = work_connection(prep.work_dir / "duckdb", prep.channel.scale.memory_limit)
     try:
-        return diff(
-            ledger_side_sql(prep.ledger.rows_files),
-            bill_side_sql(prep.bill.rows_files),
-            prep.channel.settled_statuses,
-            con,
-        )
+        with duck_progress(con, f"{prep.channel.name} {prep.day}: diff"):
+            return diff(
+                ledger_side_sql(prep.ledger.rows_files),
+                bill_side_sql(prep.bill.rows_files),
+                prep.channel.settled_statuses,
+                con,
+            )
     finally:
         con.close()
 

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ import pytest
 
 from data.demo_nightly import REPO, airflow_env, tries
 from data.generate import alipay_bill, alipay_zip, generate, wechat_bill, write_ledger
+from recon import progress
 from tests.sshd import SSHD, SshServer, start_sshd
 
 pytestmark = [
@@ -221,6 +223,22 @@ def test_full_run_then_the_same_day_again_gives_the_same_results(env: Env) -> No
     assert store_rows(env, "SELECT state FROM channel_days WHERE channel = 'wechatpay'") == [
         ("reconciled",)
     ]
+
+
+def test_task_logs_show_the_stages_and_how_far_they_got(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the tasks log (Airflow keeps it as the task's log) includes recon's progress."""
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # every report is due
+    env.rules()
+    env.publish("wechatpay")
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        assert str(run("recon_wechatpay", force_download=True).state) == "success"
+    logged = "\n".join(caplog.messages)
+    name = f"wechatpay_{DAY:%Y%m%d}_ALL.csv"
+    assert re.search(rf"wechatpay: parse bill {name}: [0-9,]+ rows read \(", logged), logged
+    assert re.search(rf"wechatpay {DAY}: load ledger: [0-9,]+ rows read", logged), logged
+    assert re.search(rf"wechatpay {DAY}: update breaks: done in [0-9.]+ s", logged), logged
 
 
 def test_late_bill_is_polled_with_growing_intervals(env: Env) -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import get_parser
-from parsers.base import ParseContext, ParsedBill
+from parsers.base import ParseContext, ParsedBill, ParseProgress
 from parsers.chunked import (
     detached,
     in_file,
@@ -76,10 +76,15 @@ def test_any_chunk_size_gives_the_whole_parse(
     channel: str, path: Path, size: int, tmp_path: Path
 ) -> None:
     whole = parse(channel, path, tmp_path / "whole")
-    chunked = parse(channel, path, tmp_path / f"c{size}", chunk_bytes=size, workers=1)
+    seen: list[ParseProgress] = []
+    chunked = parse(
+        channel, path, tmp_path / f"c{size}", chunk_bytes=size, workers=1, progress=seen.append
+    )
     same(whole, chunked)
     if size < path.stat().st_size // 2:
         assert len(chunked.rows_files) > 1  # really more than one chunk
+    # The last progress report is the whole parse's count, whatever chunks it dropped.
+    assert (seen[-1].lines, seen[-1].quarantined) == (whole.rows_read, whole.quarantine.height)
 
 
 def test_worker_processes_give_the_whole_parse(tmp_path: Path) -> None:

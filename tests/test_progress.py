@@ -1,0 +1,209 @@
+"""Long runs say how far they have got: per chunk of the bill, per batch of the ledger,
+DuckDB's own estimate for its queries, all logged at most every few seconds."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from data.demo_nightly import REPO
+from data.generate import generate, write_day
+from parsers.base import ParseProgress
+from recon import pipeline, progress
+from recon.ledger import LoadProgress, load_ledger_day
+from recon.progress import Ticker, duck_progress, load_progress, parse_progress
+from recon.rules import load_rules
+from tests.test_ledger import row, write_csv
+from tests.test_parser_chunks import FIXTURES, parse
+from tests.test_pipeline import DAY, SH, reconcile
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def day_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_day(generate(DAY, 40, seed=5), DAY, tmp_path_factory.mktemp("day"))
+
+
+def test_a_ticker_is_due_once_per_interval_and_not_at_the_start() -> None:
+    clock = Clock()
+    tick = Ticker(5.0, clock)
+    assert not tick.due()
+    clock.now += 4.9
+    assert not tick.due()
+    clock.now += 0.2
+    assert tick.due()
+    assert not tick.due()  # the next one is an interval later
+    clock.now += 5.0
+    assert tick.due()
+
+
+def parsed_with_progress(
+    channel: str, path: Path, tmp: Path, workers: int
+) -> tuple[list[ParseProgress], int, int]:
+    seen: list[ParseProgress] = []
+    bill = parse(channel, path, tmp, chunk_bytes=200, workers=workers, progress=seen.append)
+    return seen, bill.rows_read, bill.quarantine.height
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_plain_bill_reports_each_chunk_up_to_its_whole_size(tmp_path: Path, workers: int) -> None:
+    path = FIXTURES / "wechatpay" / "bad_rows.csv"
+    seen, rows_read, quarantined = parsed_with_progress("wechatpay", path, tmp_path, workers)
+    assert len(seen) > 2  # one report per chunk
+    assert [p.bytes_read for p in seen] == sorted({p.bytes_read for p in seen})  # rising
+    assert [p.lines for p in seen] == sorted(p.lines for p in seen)
+    assert {p.bytes_total for p in seen} == {path.stat().st_size}
+    assert seen[-1].bytes_read == path.stat().st_size
+    assert (seen[-1].lines, seen[-1].quarantined) == (rows_read, quarantined)
+    assert quarantined > 0
+
+
+def test_a_compressed_bill_reports_the_text_read_with_no_total(tmp_path: Path) -> None:
+    path = FIXTURES / "wechatpay" / "all_mixed.csv.gz"
+    seen, rows_read, _ = parsed_with_progress("wechatpay", path, tmp_path, 1)
+    assert len(seen) > 2
+    assert {p.bytes_total for p in seen} == {None}
+    with gzip.open(path) as f:
+        assert seen[-1].bytes_read == len(f.read())
+    assert seen[-1].lines == rows_read
+
+    zipped = tmp_path / "bill.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("20880000_业务明细.csv", (FIXTURES / "alipay" / "bad_rows.csv").read_bytes())
+    seen, rows_read, quarantined = parsed_with_progress("alipay", zipped, tmp_path / "z", 1)
+    assert len(seen) > 2
+    assert {p.bytes_total for p in seen} == {None}
+    assert (seen[-1].lines, seen[-1].quarantined) == (rows_read, quarantined)
+
+
+def test_the_ledger_load_reports_each_batch(tmp_path: Path) -> None:
+    rows = [row(f"O{i}") for i in range(40)]
+    rows += [row(f"X{i}", created_at="2024-03-03T12:00:00+08:00") for i in range(5)]  # other day
+    rows += [row(f"B{i}", amount="1.0.0") for i in range(3)]  # quarantined
+    path = write_csv(tmp_path / "l.csv", rows)
+    seen: list[LoadProgress] = []
+    day = load_ledger_day(
+        path, "wechatpay", SH, DAY, tmp_path / "w", block_bytes=256, progress=seen.append
+    )
+    assert len(seen) > 3
+    assert [p.rows_read for p in seen] == sorted({p.rows_read for p in seen})
+    assert seen[-1] == LoadProgress(48, day.n_rows, day.quarantine.height)
+    assert (day.n_rows, day.quarantine.height) == (40, 3)
+
+
+def test_reports_are_logged_only_when_due(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    report = parse_progress("wechatpay 2024-03-01: parse bill", Ticker(5.0, clock))
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        report(ParseProgress(1000, 0, 10**6, 4 * 10**6))
+        clock.now += 6
+        report(ParseProgress(1_234_567, 3, 10**6, 4 * 10**6))
+        report(ParseProgress(2_000_000, 3, 2 * 10**6, 4 * 10**6))
+        clock.now += 6
+        load_progress("wechatpay 2024-03-01: load ledger", Ticker(5.0, clock))(
+            LoadProgress(10, 9, 1)
+        )
+        parse_progress("alipay 2024-03-01: parse bill", Ticker(0.0, clock))(
+            ParseProgress(5, 0, 3_500_000, None)
+        )
+    assert caplog.messages == [
+        "wechatpay 2024-03-01: parse bill: 1,234,567 rows read (3 quarantined), "
+        "1.0 MB of 4.0 MB (25%)",
+        "alipay 2024-03-01: parse bill: 5 rows read (0 quarantined), 3.5 MB",
+    ]
+
+
+def test_duckdb_progress_is_logged_while_a_query_runs(caplog: pytest.LogCaptureFixture) -> None:
+    con = duckdb.connect()
+    # Far longer than the interval on any machine: a join of 50M rows against 1,000.
+    slow = "SELECT count(*) FROM range(50000000) a JOIN range(1000) b ON a.range % 100000 = b.range"
+    with caplog.at_level(logging.INFO, logger="recon.progress"), duck_progress(con, "diff", 0.05):
+        assert con.execute(slow).fetchall() == [(500000,)]
+    shares = [float(m.split(": ")[1].split("%")[0]) for m in caplog.messages]
+    assert shares, "no progress logged"
+    assert all(0 <= s <= 100 for s in shares)
+    assert all(m.endswith("% of DuckDB's current query") for m in caplog.messages)
+    assert not [t for t in threading.enumerate() if t.name == "duck-progress"]
+
+
+def test_duckdb_progress_stops_with_a_failing_block() -> None:
+    con = duckdb.connect()
+    with pytest.raises(duckdb.Error), duck_progress(con, "diff", every=0.05):
+        con.sql("SELECT * FROM no_such_table").fetchall()
+    assert not [t for t in threading.enumerate() if t.name == "duck-progress"]
+
+
+def test_a_run_logs_its_stages_and_how_far_they_got(
+    day_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # every report is due
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        result = reconcile(day_files["wechatpay"], day_files["ledger"], tmp_path)
+    bill, ledger = result.summary["bill"], result.summary["ledger"]
+    what = "wechatpay 2024-03-01"
+    rows = f"{what}: parse bill: {bill['rows_parsed']:,} rows read (0 quarantined)"
+    assert any(m.startswith(rows) for m in caplog.messages), caplog.messages
+    read = f"{what}: load ledger: {ledger['rows_read']:,} rows read"
+    assert any(m.startswith(read) for m in caplog.messages), caplog.messages
+    for stage in ("parse bill", "load ledger", "diff", "update breaks", "write queues"):
+        assert any(m.startswith(f"{what}: {stage}") and " done in " in m for m in caplog.messages)
+
+
+def test_parse_bill_reports_under_its_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside a run (the nightly DAG's parse task, `recon parse`), progress still goes
+    to the log, named by channel and file."""
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    path = FIXTURES / "wechatpay" / "success.csv"
+    size = path.stat().st_size / 1e6
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        bill = pipeline.parse_bill(load_rules().channel("wechatpay"), path, work_dir=tmp_path)
+    assert caplog.messages == [
+        f"wechatpay: parse bill success.csv: {bill.rows_read:,} rows read (0 quarantined), "
+        f"{size:,.1f} MB of {size:,.1f} MB (100%)"
+    ]
+
+
+def test_the_cli_logs_progress_to_stderr_only_when_asked(
+    day_files: dict[str, Path], tmp_path: Path
+) -> None:
+    def recon(*flags: str) -> subprocess.CompletedProcess[str]:
+        out = tmp_path / "-".join(["out", *flags])
+        args = ["run", "--channel", "wechatpay", "--date", str(DAY), "--out", str(out)]
+        args += ["--bill", str(day_files["wechatpay"]), "--ledger", str(day_files["ledger"])]
+        args += ["--store", str(tmp_path / "s.duckdb")]
+        cmd = [sys.executable, "-m", "recon.cli", *flags, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+
+    quiet, verbose = recon(), recon("-v")
+    assert quiet.returncode == verbose.returncode == 1  # the generated day has breaks
+    assert quiet.stderr == ""
+    what = f"wechatpay {DAY}"
+    for stage in ("parse bill", "load ledger", "diff", "update breaks", "write queues"):
+        assert re.search(rf"recon.progress INFO {what}: {stage}.* \.\.\.\n", verbose.stderr)
+        assert re.search(
+            rf"recon.progress INFO {what}: {stage}.*: done in [0-9.]+ s\n", verbose.stderr
+        )
+    assert verbose.stdout.replace(str(tmp_path / "out--v"), "OUT") == quiet.stdout.replace(
+        str(tmp_path / "out"), "OUT"
+    )  # the same one-line result on stdout
