@@ -21,6 +21,7 @@ from recon.alerts import raise_alert
 from recon.bill_io import load_parsed, save_parsed
 from recon.errors import ConfigError
 from recon.pipeline import RunResult, parse_bill, reconcile_day, reconcile_parsed
+from recon.progress import duck_progress, stage
 from recon.rules import Channel, Rules
 from recon.sftp import PermanentFetchError, SftpEndpoint
 from recon.store import open_store, set_day_state
@@ -132,9 +133,14 @@ def download(
 def normalize(rules: Rules, channel_name: str, day: dt.date, bill_path: str) -> str:
     """Parse and prove the bill (conservation, control totals); save the standard rows."""
     normalized = day_dir(rules, channel_name, day) / "normalized"
-    bill = parse_bill(
-        rules.channel(channel_name), Path(bill_path), work_dir=normalized / "incoming"
-    )
+    what = f"{channel_name} {day}: parse bill"
+    with stage(f"{what} {bill_path}"):
+        bill = parse_bill(
+            rules.channel(channel_name),
+            Path(bill_path),
+            work_dir=normalized / "incoming",
+            what=what,
+        )
     log.info(
         "%s %s: %s layout, %d rows parsed, %d quarantined",
         channel_name, day, bill.layout, bill.n_rows, bill.quarantine.height,
@@ -177,14 +183,16 @@ def shard_inputs(
     )
     ledger = save_ledger(prep.ledger, work / "ledger")
     con = work_connection(work / "duckdb", channel.scale.memory_limit)
+    what = f"{channel_name} {day}: split into {channel.scale.shards} shards"
     try:
-        shards = write_shards(
-            ledger_side_sql(load_ledger(ledger).rows_files),
-            bill_side_sql(bill.rows_files),
-            channel.scale.shards,
-            work / "shards",
-            con,
-        )
+        with stage(what), duck_progress(con, what):
+            shards = write_shards(
+                ledger_side_sql(load_ledger(ledger).rows_files),
+                bill_side_sql(bill.rows_files),
+                channel.scale.shards,
+                work / "shards",
+                con,
+            )
     finally:
         con.close()
     log.info("%s %s: %d shards of %d bill and %d ledger rows", channel_name, day,
@@ -200,8 +208,10 @@ def diff_shard(rules: Rules, channel_name: str, paths: dict[str, str]) -> str:
 
     channel = rules.channel(channel_name)
     con = work_connection(Path(paths["bill"]).parent / "duckdb", channel.scale.memory_limit)
+    what = f"{channel_name} shard {paths['shard']}/{paths['k']}: diff"
     try:
-        result = run(paths, channel.settled_statuses, con)
+        with stage(what), duck_progress(con, what):
+            result = run(paths, channel.settled_statuses, con)
     finally:
         con.close()
     log.info("%s shard %s/%s: %s", channel_name, paths["shard"], paths["k"], result.counts)

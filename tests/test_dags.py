@@ -236,7 +236,8 @@ def test_task_logs_show_the_stages_and_how_far_they_got(
         assert str(run("recon_wechatpay", force_download=True).state) == "success"
     logged = "\n".join(caplog.messages)
     name = f"wechatpay_{DAY:%Y%m%d}_ALL.csv"
-    assert re.search(rf"wechatpay: parse bill {name}: [0-9,]+ rows read \(", logged), logged
+    assert re.search(rf"wechatpay {DAY}: parse bill: [0-9,]+ rows read \(", logged), logged
+    assert re.search(rf"wechatpay {DAY}: parse bill \S+/{name}: done in", logged), logged
     assert re.search(rf"wechatpay {DAY}: load ledger: [0-9,]+ rows read", logged), logged
     assert re.search(rf"wechatpay {DAY}: update breaks: done in [0-9.]+ s", logged), logged
 
@@ -322,15 +323,23 @@ def queues_dir(env: Env) -> Path:
     return env.root / "runs" / "wechatpay" / DAY.isoformat() / "queues"
 
 
-def test_sharded_run_gives_the_same_queues_as_the_whole_run(env: Env) -> None:
+def test_sharded_run_gives_the_same_queues_as_the_whole_run(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     expected = whole_run_queues(env)
     env.rules(shards=3)
-    sharded = run("recon_wechatpay", force_download=True)
+    with caplog.at_level(logging.INFO, logger="recon.progress"):
+        sharded = run("recon_wechatpay", force_download=True)
     assert str(sharded.state) == "success"
     mapped = [ti for ti in sharded.get_task_instances() if ti.task_id == "diff_shard"]
     assert sorted(ti.map_index for ti in mapped) == [0, 1, 2]
     assert all(str(ti.state) == "success" for ti in mapped)
     assert {f: (queues_dir(env) / f).read_bytes() for f in QUEUE_FILES} == expected
+    # Each mapped task logs its stage, as the unsharded run's tasks do.
+    done = [m for m in caplog.messages if ": done in " in m]
+    for i in range(3):
+        assert any(m.startswith(f"wechatpay shard {i}/3: diff: done in") for m in done), done
+    assert any(m.startswith(f"wechatpay {DAY}: split into 3 shards: done in") for m in done)
 
 
 def test_sharded_run_on_the_local_executor_gives_the_same_queues(env: Env) -> None:
