@@ -361,8 +361,8 @@ def run_reported(
     total = file.stat().st_size if file is not None else None
     ends: deque[int] = deque()  # of the tasks handed out and not yet done, in order
 
-    def noted(tasks: Iterable[TC]) -> Iterator[TC]:
-        for task in tasks:
+    def noted(given: Iterable[TC]) -> Iterator[TC]:
+        for task in given:
             ends.append(task.chunk.end)
             yield task
 
