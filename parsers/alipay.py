@@ -33,6 +33,7 @@ from parsers.chunked import (
     payload,
     prepend,
     run_reported,
+    share_read,
     work_dir,
 )
 from parsers.common import (
@@ -100,7 +101,7 @@ class AlipayBillParser:
         out = work_dir(ctx.work_dir)
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None, progress=None)
         with ExitStack() as stack:
-            source, stream = _open(path, stack)
+            source, stream, text_size = _open(path, stack)
             keep = in_file(stream)  # then workers read their lines from the file itself
             chunks = iter_chunks(
                 source,
@@ -123,8 +124,7 @@ class AlipayBillParser:
                 )
                 for i, c in enumerate(prepend(detached(body, path) if keep else body, chunks))
             )
-            file = path if keep else None
-            done = list(run_reported(_parse_chunk, tasks, ctx, file))
+            done = list(run_reported(_parse_chunk, tasks, ctx, share_read(stream, text_size)))
         got = gather(source, done)
         totals: list[TotalCheck] = []
         summary_line = None
@@ -222,12 +222,13 @@ def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str],
 # --- input: zip, gzip or bare CSV -------------------------------------------------------------
 
 
-def _open(path: Path, stack: ExitStack) -> tuple[str, IO[bytes]]:
-    """(source_file, byte stream): the CSV itself, or the detail entry of an Alipay zip."""
+def _open(path: Path, stack: ExitStack) -> tuple[str, IO[bytes], int | None]:
+    """(source_file, byte stream, its size when the zip says it): the CSV itself, or the
+    detail entry of an Alipay zip."""
     stream = stack.enter_context(open_stream(path))
     if stream.read(4) != ZIP_MAGIC:
         stream.seek(0)
-        return str(path), stream
+        return str(path), stream, None
     stream.seek(0)
     try:
         zf = stack.enter_context(zipfile.ZipFile(stream))
@@ -236,7 +237,7 @@ def _open(path: Path, stack: ExitStack) -> tuple[str, IO[bytes]]:
         entry = stack.enter_context(zf.open(infos[name]))
     except ZIP_ERRORS as exc:
         raise InputError(path, f"corrupt zip: {exc}") from None
-    return f"{path}!{name}", entry
+    return f"{path}!{name}", entry, infos[name].file_size
 
 
 def _pick_entry(path: Path, names: list[str]) -> str:

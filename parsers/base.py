@@ -20,7 +20,7 @@ class ParseProgress:
     lines: int  # data lines read so far (rows parsed + rows quarantined)
     quarantined: int
     bytes_read: int  # of the bill's (decompressed) text
-    bytes_total: int | None  # the plain file's size; None when compressed (unknown ahead)
+    share: float | None  # of the bill's file read, 0 to 1 (None: cannot tell)
 
 
 @dataclass(frozen=True)

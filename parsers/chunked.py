@@ -343,22 +343,37 @@ TC = TypeVar("TC", bound=HasChunk)
 DC = TypeVar("DC", bound=ChunkDone)
 
 
+def share_read(stream: IO[bytes], text_size: int | None = None) -> Callable[[int], float] | None:
+    """How much of the bill's file a parse has read once its text is read up to a given
+    offset: from the text's size (a plain file's own; a zip entry's, ``text_size``), or
+    from where the compressed file is read up to (gzip, whose text size is not known
+    ahead). None when neither is known."""
+    if text_size is None and in_file(stream):
+        text_size = os.fstat(stream.fileno()).st_size
+    if text_size is not None:
+        size = text_size
+        return lambda end: end / size if size else 1.0
+    raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else None
+    if raw is None:
+        return None
+    raw_size = os.fstat(raw.fileno()).st_size
+    return lambda _end: raw.tell() / raw_size if raw_size else 1.0
+
+
 def run_reported(
     fn: Callable[[TC], DC],
     tasks: Iterable[TC],
     ctx: ParseContext,
-    file: Path | None,
+    share: Callable[[int], float] | None,
     ends_data: Callable[[DC], bool] | None = None,
 ) -> Iterator[DC]:
     """run_ordered over chunk tasks with ``ctx.workers``, telling ``ctx.progress`` after
-    each chunk how far the parse has got (``file``: the plain file the chunks' offsets
-    are in, whose size is the total). The lines of chunks after one that ``ends_data``
-    (the parser drops what they parsed) are not counted."""
+    each chunk how far the parse has got (``share``: see share_read). The lines of chunks
+    after one that ``ends_data`` (the parser drops what they parsed) are not counted."""
     workers, progress = default_workers(ctx.workers), ctx.progress
     if progress is None:
         yield from run_ordered(fn, tasks, workers)
         return
-    total = file.stat().st_size if file is not None else None
     ends: deque[int] = deque()  # of the tasks handed out and not yet done, in order
 
     def noted(given: Iterable[TC]) -> Iterator[TC]:
@@ -373,5 +388,6 @@ def run_reported(
             lines += done.data_lines
             quarantined += done.quarantine.height
             ended = ends_data is not None and ends_data(done)
-        progress(ParseProgress(lines, quarantined, ends.popleft(), total))
+        end = ends.popleft()
+        progress(ParseProgress(lines, quarantined, end, None if share is None else share(end)))
         yield done

@@ -29,6 +29,7 @@ from parsers.chunked import (
     open_stream,
     prepend,
     run_reported,
+    share_read,
     work_dir,
 )
 from parsers.common import RowCheck, business_date, local_to_utc, split_quarantine
@@ -569,8 +570,8 @@ class WechatPayV2Parser:
                 )
                 for i, c in enumerate(prepend(detached(first, path) if keep else first, chunks))
             )  # fmt: skip
-            file = path if keep else None
-            done = list(run_reported(_parse_chunk, tasks, ctx, file, _has_summary))
+            share = share_read(stream)
+            done = list(run_reported(_parse_chunk, tasks, ctx, share, _has_summary))
         body, tail = _split_at_summary(done)
         got = gather(path, body)
         summary = find_summary(path, tail)

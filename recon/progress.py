@@ -58,9 +58,9 @@ def parse_progress(what: str, ticker: Ticker | None = None) -> Callable[[ParsePr
     def report(p: ParseProgress) -> None:
         if not tick.due():
             return
-        read = f"{p.bytes_read / 1e6:,.1f} MB"
-        if p.bytes_total:
-            read += f" of {p.bytes_total / 1e6:,.1f} MB ({100 * p.bytes_read / p.bytes_total:.0f}%)"
+        read = f"{p.bytes_read / 1e6:,.1f} MB read"
+        if p.share is not None:
+            read += f" ({100 * p.share:.0f}% of the file)"
         log.info(
             "%s: %s rows read (%s quarantined), %s",
             what,
