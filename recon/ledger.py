@@ -16,6 +16,7 @@ the rest is counted and dropped. Memory stays flat however big the file.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -106,10 +108,15 @@ def _ledger_names(path: Path, columns: list[str]) -> dict[str, str]:
     return {c: original[c] for c in LEDGER_COLUMNS}
 
 
+class Batch(NamedTuple):
+    raw: pl.DataFrame  # the text columns of LEDGER_COLUMNS
+    share: float  # of the export read once this batch is (0 to 1)
+
+
 def read_ledger_batches(
     path: Path, *, block_bytes: int = BLOCK_BYTES, batch_rows: int = BATCH_ROWS
-) -> Iterator[pl.DataFrame]:
-    """The raw export in batches, in file order: the text columns of LEDGER_COLUMNS.
+) -> Iterator[Batch]:
+    """The raw export in batches, in file order.
 
     The header (or the Parquet schema) is read and checked before this returns: a
     missing or unreadable file, or a header that lacks or repeats a column, is an
@@ -121,17 +128,21 @@ def read_ledger_batches(
     return _csv_batches(path, block_bytes)
 
 
-def _parquet_batches(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+def _parquet_batches(path: Path, batch_rows: int) -> Iterator[Batch]:
     try:
         scan = pl.scan_parquet(path)
         names = _ledger_names(path, scan.collect_schema().names())
+        total = int(scan.select(pl.len()).collect().item())  # from the file's metadata
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _cannot_read(path, exc) from None
     text = scan.select(pl.col(names[c]).cast(pl.String).alias(c) for c in LEDGER_COLUMNS)
 
-    def batches() -> Iterator[pl.DataFrame]:
+    def batches() -> Iterator[Batch]:
+        done = 0
         try:
-            yield from text.collect_batches(chunk_size=batch_rows, engine="streaming")
+            for frame in text.collect_batches(chunk_size=batch_rows, engine="streaming"):
+                done += frame.height
+                yield Batch(frame, done / total if total else 1.0)
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise _cannot_read(path, exc) from None
 
@@ -146,7 +157,7 @@ def _read_csv(path: Path, data: bytes) -> pl.DataFrame:
         raise _cannot_read(path, exc) from None
 
 
-def _csv_batches(path: Path, block_bytes: int) -> Iterator[pl.DataFrame]:
+def _csv_batches(path: Path, block_bytes: int) -> Iterator[Batch]:
     """Blocks of whole records, each parsed behind the header line: a record ends at a
     newline outside quotes, so a block never splits a quoted field with a line break."""
     with path.open("rb") as f:
@@ -163,11 +174,12 @@ def _csv_batches(path: Path, block_bytes: int) -> Iterator[pl.DataFrame]:
 
 def _csv_blocks(
     path: Path, header: bytes, start: int, names: dict[str, str], block_bytes: int
-) -> Iterator[pl.DataFrame]:
+) -> Iterator[Batch]:
     if not header.endswith(b"\n"):
         return  # a header without a line end is the whole file: no rows
     head, rows = len(header), 0
     with path.open("rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
         at, size = start, block_bytes
         while True:
             # The header goes in front of every block, so that each parses as the file would.
@@ -196,7 +208,7 @@ def _csv_blocks(
             frame = _csv_frame(path, bytes(data), names)
             del data
             rows += frame.height
-            yield frame
+            yield Batch(frame, 1.0 if after is None else after / file_size)
             if after is None:
                 return
             at, size = after, block_bytes
@@ -230,7 +242,7 @@ def _last_record_end(buf: bytearray, start: int) -> int:
     return -1
 
 
-def _prefetched(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+def _prefetched(batches: Iterator[Batch]) -> Iterator[Batch]:
     """``batches``, each read by a helper thread while the one before is processed
     (polars releases the GIL while it parses)."""
     with ThreadPoolExecutor(1, thread_name_prefix="ledger-read") as pool:
@@ -251,6 +263,7 @@ class LoadProgress:
     rows_read: int
     for_day: int  # of those, the channel's rows of the day
     quarantined: int
+    share: float  # of the export read (0 to 1)
 
 
 class _PartWriter:
@@ -329,7 +342,7 @@ def load_ledger_day(
     # CSV: header is line 1, so data row n is line n+1; Parquet has rows only.
     line_offset = 0 if _is_parquet(path) else 1
     try:
-        for raw in _prefetched(batches):
+        for raw, share in _prefetched(batches):
             if stop is not None and stop.is_set():
                 raise LoadStopped(f"{path}: load stopped after {rows_read} rows")
             batch = split(raw, rows_read + 1, str(path), line_offset, channel, tz, day)
@@ -341,7 +354,7 @@ def load_ledger_day(
             for_day += batch.rows.height
             n_quarantined += batch.quarantine.height
             if progress is not None:
-                progress(LoadProgress(rows_read, for_day, n_quarantined))
+                progress(LoadProgress(rows_read, for_day, n_quarantined, share))
         files = parts.close()
     except BaseException:
         parts.abandon()

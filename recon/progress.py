@@ -79,8 +79,8 @@ def load_progress(what: str, ticker: Ticker | None = None) -> Callable[[LoadProg
     def report(p: LoadProgress) -> None:
         if tick.due():
             log.info(
-                "%s: %s rows read, %s of them the day's, %s quarantined",
-                what, f"{p.rows_read:,}", f"{p.for_day:,}", f"{p.quarantined:,}",
+                "%s: %s rows read (%.0f%% of the file), %s of them the day's, %s quarantined",
+                what, f"{p.rows_read:,}", 100 * p.share, f"{p.for_day:,}", f"{p.quarantined:,}",
             )  # fmt: skip
 
     return report

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from data.demo_nightly import REPO
@@ -109,18 +110,24 @@ def test_a_zipped_bill_reports_the_share_of_its_entry_read(tmp_path: Path) -> No
     assert (seen[-1].lines, seen[-1].quarantined) == (rows_read, quarantined)
 
 
-def test_the_ledger_load_reports_each_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_the_ledger_load_reports_each_batch(tmp_path: Path, kind: str) -> None:
     rows = [row(f"O{i}") for i in range(40)]
     rows += [row(f"X{i}", created_at="2024-03-03T12:00:00+08:00") for i in range(5)]  # other day
     rows += [row(f"B{i}", amount="1.0.0") for i in range(3)]  # quarantined
     path = write_csv(tmp_path / "l.csv", rows)
+    if kind == "parquet":
+        pl.read_csv(path, infer_schema=False).write_parquet(path := tmp_path / "l.parquet")
     seen: list[LoadProgress] = []
     day = load_ledger_day(
-        path, "wechatpay", SH, DAY, tmp_path / "w", block_bytes=256, progress=seen.append
-    )
+        path, "wechatpay", SH, DAY, tmp_path / "w", block_bytes=256, batch_rows=7,
+        progress=seen.append,
+    )  # fmt: skip
     assert len(seen) > 3
     assert [p.rows_read for p in seen] == sorted({p.rows_read for p in seen})
-    assert seen[-1] == LoadProgress(48, day.n_rows, day.quarantine.height)
+    assert [p.share for p in seen] == sorted({p.share for p in seen})
+    assert 0 < seen[0].share < 0.5
+    assert seen[-1] == LoadProgress(48, day.n_rows, day.quarantine.height, 1.0)
     assert (day.n_rows, day.quarantine.height) == (40, 3)
 
 
@@ -134,7 +141,10 @@ def test_reports_are_logged_only_when_due(caplog: pytest.LogCaptureFixture) -> N
         report(ParseProgress(2_000_000, 3, 2 * 10**6, 0.5))
         clock.now += 6
         load_progress("wechatpay 2024-03-01: load ledger", Ticker(5.0, clock))(
-            LoadProgress(10, 9, 1)
+            LoadProgress(10, 9, 1, 0.1)
+        )  # not due: its ticker has just started
+        load_progress("wechatpay 2024-03-01: load ledger", Ticker(0.0, clock))(
+            LoadProgress(12_345, 12_000, 1, 0.123)
         )
         parse_progress("alipay 2024-03-01: parse bill", Ticker(0.0, clock))(
             ParseProgress(5, 0, 3_500_000, None)
@@ -142,6 +152,8 @@ def test_reports_are_logged_only_when_due(caplog: pytest.LogCaptureFixture) -> N
     assert caplog.messages == [
         "wechatpay 2024-03-01: parse bill: 1,234,567 rows read (3 quarantined), "
         "1.0 MB read (25% of the file)",
+        "wechatpay 2024-03-01: load ledger: 12,345 rows read (12% of the file), "
+        "12,000 of them the day's, 1 quarantined",
         "alipay 2024-03-01: parse bill: 5 rows read (0 quarantined), 3.5 MB read",
     ]
 
