@@ -45,7 +45,13 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="recon", description=__doc__.splitlines()[0])
     ap.add_argument("--rules", type=Path, help="rules TOML (default: rules/channels.toml)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    talk = ap.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress (and libraries' logs) to stderr"
+    )
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress on stderr, even on a terminal"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="reconcile one channel-day into three queues")
@@ -138,15 +144,23 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return EXIT_BREAKS if parsed.quarantine.height else EXIT_CLEAN
 
 
+def _log_to_stderr(verbose: bool, quiet: bool) -> None:
+    """-v: every INFO log, named. On a terminal by default: recon's own progress (stages,
+    rows so far), as a long run should show; piped or -q: warnings only."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if not verbose and not quiet and sys.stderr.isatty():
+        logging.getLogger("recon").setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    _log_to_stderr(args.verbose, args.quiet)
     try:
         commands = {"run": _cmd_run, "nightly": _cmd_nightly, "parse": _cmd_parse}
         commands["breaks"] = cli_breaks.run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -213,26 +214,63 @@ def test_parse_bill_reports_under_its_own_name(
     ]
 
 
-def test_the_cli_logs_progress_to_stderr_only_when_asked(
+def recon_run(files: dict[str, Path], tmp: Path, *flags: str) -> list[str]:
+    """The command line of `recon run` on ``files``, out to a folder named by ``flags``."""
+    out = tmp / "-".join(["out", *flags])
+    args = ["run", "--channel", "wechatpay", "--date", str(DAY), "--out", str(out)]
+    args += ["--bill", str(files["wechatpay"]), "--ledger", str(files["ledger"])]
+    args += ["--store", str(tmp / "s.duckdb")]
+    return [sys.executable, "-m", "recon.cli", *flags, *args]
+
+
+def shows_stages(stderr: str) -> bool:
+    what = f"wechatpay {DAY}"
+    return all(
+        re.search(rf"recon.progress INFO {what}: {stage}.* \.\.\.\r?\n", stderr)
+        and re.search(rf"recon.progress INFO {what}: {stage}.*: done in [0-9.]+ s\r?\n", stderr)
+        for stage in ("parse bill", "load ledger", "diff", "update breaks", "write queues")
+    )
+
+
+def test_piped_the_cli_logs_progress_to_stderr_only_when_asked(
     day_files: dict[str, Path], tmp_path: Path
 ) -> None:
     def recon(*flags: str) -> subprocess.CompletedProcess[str]:
-        out = tmp_path / "-".join(["out", *flags])
-        args = ["run", "--channel", "wechatpay", "--date", str(DAY), "--out", str(out)]
-        args += ["--bill", str(day_files["wechatpay"]), "--ledger", str(day_files["ledger"])]
-        args += ["--store", str(tmp_path / "s.duckdb")]
-        cmd = [sys.executable, "-m", "recon.cli", *flags, *args]
+        cmd = recon_run(day_files, tmp_path, *flags)
         return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
 
     quiet, verbose = recon(), recon("-v")
     assert quiet.returncode == verbose.returncode == 1  # the generated day has breaks
     assert quiet.stderr == ""
-    what = f"wechatpay {DAY}"
-    for stage in ("parse bill", "load ledger", "diff", "update breaks", "write queues"):
-        assert re.search(rf"recon.progress INFO {what}: {stage}.* \.\.\.\n", verbose.stderr)
-        assert re.search(
-            rf"recon.progress INFO {what}: {stage}.*: done in [0-9.]+ s\n", verbose.stderr
-        )
+    assert shows_stages(verbose.stderr), verbose.stderr
     assert verbose.stdout.replace(str(tmp_path / "out--v"), "OUT") == quiet.stdout.replace(
         str(tmp_path / "out"), "OUT"
     )  # the same one-line result on stdout
+
+
+def on_a_terminal(cmd: list[str]) -> tuple[int, str]:
+    """Run ``cmd`` with its stderr on a pseudo-terminal: (exit code, what it showed there)."""
+    main, child = os.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=child, cwd=REPO)
+    finally:
+        os.close(child)
+    shown = bytearray()
+    try:
+        while data := os.read(main, 65536):
+            shown += data
+    except OSError:  # EIO: the child has closed the terminal
+        pass
+    finally:
+        os.close(main)
+    return proc.wait(), shown.decode()
+
+
+def test_on_a_terminal_the_cli_shows_its_progress_unless_quiet(
+    day_files: dict[str, Path], tmp_path: Path
+) -> None:
+    code, shown = on_a_terminal(recon_run(day_files, tmp_path))
+    assert code == 1
+    assert shows_stages(shown), shown
+    code, shown = on_a_terminal(recon_run(day_files, tmp_path, "-q"))
+    assert (code, shown) == (1, "")
