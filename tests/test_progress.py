@@ -161,10 +161,13 @@ def test_reports_are_logged_only_when_due(caplog: pytest.LogCaptureFixture) -> N
 
 def test_duckdb_progress_is_logged_while_a_query_runs(caplog: pytest.LogCaptureFixture) -> None:
     con = duckdb.connect()
-    # Far longer than the interval on any machine: a join of 50M rows against 1,000.
-    slow = "SELECT count(*) FROM range(50000000) a JOIN range(1000) b ON a.range % 100000 = b.range"
+    con.execute("SET threads = 1")  # as long on any machine, however many cores
+    # Many times the interval (about 1 s here): 150M rows probing a join against 1,000.
+    slow = (
+        "SELECT count(*) FROM range(150000000) a JOIN range(1000) b ON a.range % 100000 = b.range"
+    )
     with caplog.at_level(logging.INFO, logger="recon.progress"), duck_progress(con, "diff", 0.05):
-        assert con.execute(slow).fetchall() == [(500000,)]
+        assert con.execute(slow).fetchall() == [(1500000,)]
     shares = [float(m.split(": ")[1].split("%")[0]) for m in caplog.messages]
     assert shares, "no progress logged"
     assert all(0 <= s <= 100 for s in shares)
