@@ -274,13 +274,14 @@ class _PartWriter:
         self.directory = directory
         self.part_rows = part_rows
         self.files: list[Path] = []
-        self.n_rows = 0
+        self.n_rows = 0  # added so far, written or pending
         self._pending: list[pl.DataFrame] = []
         self._pending_rows = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger-write")
         self._writing: list[Future[Path]] = []
 
     def add(self, rows: pl.DataFrame) -> None:
+        self.n_rows += rows.height
         if rows.height:
             self._pending.append(rows)
             self._pending_rows += rows.height
@@ -311,7 +312,6 @@ class _PartWriter:
         path = self.directory / f"ledger-{len(self.files):05d}.parquet"
         self._writing.append(self._pool.submit(write_part, frame, path))
         self.files.append(path)
-        self.n_rows += frame.height
         self._pending, self._pending_rows = [], 0
 
 
@@ -338,7 +338,7 @@ def load_ledger_day(
     work_dir.mkdir(parents=True, exist_ok=True)
     parts = _PartWriter(Path(tempfile.mkdtemp(prefix="ledger-", dir=work_dir)), part_rows)
     quarantined: list[pl.DataFrame] = []
-    rows_read = rows_other = for_day = n_quarantined = 0
+    rows_read = rows_other = n_quarantined = 0
     # CSV: header is line 1, so data row n is line n+1; Parquet has rows only.
     line_offset = 0 if _is_parquet(path) else 1
     try:
@@ -351,10 +351,9 @@ def load_ledger_day(
                 quarantined.append(batch.quarantine)
             rows_read += raw.height
             rows_other += batch.other
-            for_day += batch.rows.height
             n_quarantined += batch.quarantine.height
             if progress is not None:
-                progress(LoadProgress(rows_read, for_day, n_quarantined, share))
+                progress(LoadProgress(rows_read, parts.n_rows, n_quarantined, share))
         files = parts.close()
     except BaseException:
         parts.abandon()
