@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cap as capmod
+from bench import cpu as cpumod
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work"
@@ -98,6 +99,8 @@ class Sample:
     tree_mb: float | None = None  # peak sampled PSS summed over the process tree
     cgroup_mb: float | None = None  # the cap's cgroup peak (process memory + page cache)
     scratch_mb: float | None = None  # peak scratch files on disk during the run
+    cpu_s: float | None = None  # CPU-seconds of the run's whole process tree
+    others_s: float | None = None  # CPU-seconds the machine spent on anything else (bench.cpu)
     failed: str | None = None  # why the run does not count (killed by the cap, crashed...)
 
 
@@ -240,17 +243,19 @@ def measure(
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf, group_cm as group:
         run = group.command(cmd) if group else cmd
         if time_bin.exists():
-            full = [str(time_bin), "-f", "%e %M", "-o", tf.name, *run]
+            full = [str(time_bin), "-f", "%e %M %U %S", "-o", tf.name, *run]
         else:  # getrusage of a helper whose only child is the command
             helper = (
                 "import resource, subprocess, sys, time\n"
                 "t = time.perf_counter(); code = subprocess.call(sys.argv[2:])\n"
-                "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-                "open(sys.argv[1], 'w').write(f'{time.perf_counter() - t:.2f} {peak}')\n"
+                "r = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+                "open(sys.argv[1], 'w').write(\n"
+                "    f'{time.perf_counter() - t:.2f} {r.ru_maxrss} {r.ru_utime} {r.ru_stime}')\n"
                 "sys.exit(code)\n"
             )
             full = [sys.executable, "-c", helper, tf.name, *run]
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            counters = cpumod.read()
             proc = subprocess.Popen(
                 full, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
             )
@@ -269,6 +274,7 @@ def measure(
                 proc.wait()
                 raise
             finally:
+                counters_after = cpumod.read()
                 watch.stop.set()
                 watch.join()
             out.seek(0)
@@ -282,6 +288,10 @@ def measure(
         wall, rss = float(last[0]), int(last[1]) / 1024
     except (ValueError, IndexError):
         wall, rss = float("nan"), 0.0
+    try:
+        cpu: float | None = float(last[2]) + float(last[3])
+    except (ValueError, IndexError):
+        cpu = None
     sample = Sample(
         wall,
         rss,
@@ -290,6 +300,8 @@ def measure(
         tree_mb=watch.peak_mem / MIB,
         cgroup_mb=None if cgroup_peak is None else cgroup_peak / MIB,
         scratch_mb=watch.peak_disk / MIB,
+        cpu_s=cpu,
+        others_s=cpumod.others(counters, counters_after, cpu),
     )
     if timed_out:
         sample.failed = f"timed out after {timeout:g} s (killed)"
@@ -304,6 +316,30 @@ def measure(
     if proc.returncode not in (0, 1) or sample.failed:
         sys.stderr.write(stderr[-2000:])
     return sample, stdout
+
+
+def others_pct(s: Sample) -> float | None:
+    """The share of the machine (all its cores over the run's wall time) that went to
+    anything but the run while it was timed (bench.cpu)."""
+    cores = os.cpu_count() or 1
+    if s.others_s is None or not s.wall > 0:
+        return None
+    return 100 * s.others_s / (cores * s.wall)
+
+
+def others_summary(cases: list[Case]) -> str:
+    """Median and largest others_pct over every timed run, naming the largest's run."""
+    shares = [
+        (pct, f"{name}, {c.rows:,} {c.channel}")
+        for c in cases
+        for name, ss in c.samples.items()
+        for s in ss
+        if s.failed is None and (pct := others_pct(s)) is not None
+    ]
+    if not shares:
+        return "n/a"
+    top, where = max(shares)
+    return f"median {_median([p for p, _ in shares]):.1f}%, at most {top:.1f}% ({where})"
 
 
 def peak_mb(s: Sample) -> float:
@@ -650,12 +686,16 @@ def medians(case: Case) -> dict[str, dict[str, float | None]]:
             continue
         stages = [s.stage for s in samples if s.stage is not None]
         scratch = [s.scratch_mb for s in samples if s.scratch_mb is not None]
+        cpu = [s.cpu_s for s in samples if s.cpu_s is not None]
+        others = [p for s in samples if (p := others_pct(s)) is not None]
         out[name] = {
             "wall": _median([s.wall for s in samples]),
             "rss_mb": _median([s.rss_mb for s in samples]),
             "peak_mb": _median([peak_mb(s) for s in samples]),
             "stage": _median(stages) if stages else None,
             "scratch_mb": max(scratch) if scratch else None,
+            "cpu_s": _median(cpu) if cpu else None,
+            "others_pct": max(others) if others else None,
         }
     return out
 
@@ -904,8 +944,9 @@ def render(
         "",
         *(f"- {k}: {v}" for k, v in meta["machine"].items()),
         *(f"- {k}: {v}" for k, v in meta["versions"].items()),
-        f"- 1-minute load average when runs started: {meta['load']}"
-        " (the machine is shared: other work runs beside the benchmark)",
+        f"- 1-minute load average when runs started: {meta['load']} (it still counts the"
+        " previous run's own processes)",
+        f"- other work while runs were timed (*others %* below): {meta.get('others', 'n/a')}",
         "",
         "## What is timed",
         "",
@@ -930,7 +971,13 @@ def render(
         "- **datacompy** / **pandas**: datacompy's polars backend (`PolarsCompare`, counts and",
         "  mismatching columns, no text report) and a pandas outer merge, on the same sides,",
         "  in their own venv (datacompy pins polars < 2).",
-        "- wall s is of the whole process (interpreter start and imports included).",
+        "- wall s is of the whole process (interpreter start and imports included); **CPU s**",
+        "  is its user and system time, worker processes included (`/usr/bin/time`).",
+        "- **others %** is the largest share, over the runs, of the machine (every core for",
+        "  the run's wall time) that went to anything but the run while it was timed: busy",
+        "  CPU time the run did not spend and time the hypervisor stole (`/proc/stat`,",
+        "  bench/cpu.py). It includes this runner's own memory sampling. A few percent is",
+        "  quiet; more means the run shared the machine and its time is less certain.",
         "- **peak MiB** is the run's peak memory: the proportional set size (PSS: shared pages",
         "  split between the processes sharing them) summed over the whole process tree,",
         f"  sampled every {SAMPLE_S:g} s, or the largest single process's exact peak RSS",
@@ -953,17 +1000,17 @@ def render(
             lines.append(f"Generated by bench.generate in {case.generate_s:.1f} s.")
         lines += [
             "",
-            "| run | median wall s | min-max s | stage s | peak MiB | 1-proc RSS MiB "
-            "| cgroup MiB | scratch MiB | x floor | previous wall s |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| run | median wall s | min-max s | CPU s | stage s | peak MiB | 1-proc RSS MiB "
+            "| cgroup MiB | scratch MiB | others % | x floor | previous wall s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         before = prev_medians.get(case.key, {})
         for name in RUNS:
             if name in case.skipped:
-                lines.append(f"| {name} | not measured: {case.skipped[name]} |" + " |" * 8)
+                lines.append(f"| {name} | not measured: {case.skipped[name]} |" + " |" * 10)
                 continue
             if name in case.failed:
-                lines.append(f"| {name} | **failed**: {case.failed[name]} |" + " |" * 8)
+                lines.append(f"| {name} | **failed**: {case.failed[name]} |" + " |" * 10)
                 continue
             m, samples = med[name], case.samples[name]
             walls = [s.wall for s in samples]
@@ -972,9 +1019,10 @@ def render(
             old = before.get(name, {}).get("wall")
             lines.append(
                 f"| {name} | {_fmt(m['wall'])} | {min(walls):.2f}-{max(walls):.2f} | "
-                f"{_fmt(m['stage'], 3)} | {_fmt(m['peak_mb'], 0)} | {_fmt(m['rss_mb'], 0)} | "
-                f"{_fmt(max(cg) if cg else None, 0)} | {_fmt(m['scratch_mb'], 0)} | "
-                f"{ratio} | {_fmt(old)} |"
+                f"{_fmt(m['cpu_s'], 1)} | {_fmt(m['stage'], 3)} | {_fmt(m['peak_mb'], 0)} | "
+                f"{_fmt(m['rss_mb'], 0)} | {_fmt(max(cg) if cg else None, 0)} | "
+                f"{_fmt(m['scratch_mb'], 0)} | {_fmt(m['others_pct'], 1)} | {ratio} | "
+                f"{_fmt(old)} |"
             )
         r, ff = _get(med, "recon", "wall"), _get(med, "fieldfloor", "wall")
         if r and ff and floor:
@@ -1165,6 +1213,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": machine(),
             "versions": versions(results),
             "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a",
+            "others": others_summary(done),
             "took_s": round(time.time() - started),
             "memory_cap": None if cap is None else asdict(cap),
         }
