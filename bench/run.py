@@ -70,7 +70,11 @@ RUNS = ("recon", "floor", "fieldfloor", "diff", "keyjoin", "datacompy", "pandas"
 # into polars frames; dc_compare into datacompy/pandas): limited by --in-memory-limit.
 IN_MEMORY = ("diff", "keyjoin", "datacompy", "pandas")
 CAPPED = ("recon", "floor", "fieldfloor")  # the runs --memory-cap applies to
-SAMPLE_S = 0.2  # process-tree memory sampling interval
+SAMPLE_S = 0.2  # process-tree memory sampling interval, at shortest
+# Reading a process's PSS walks its page tables (about 20 ms of CPU per GiB resident), and
+# the run shares the machine with the sampling: sample less often rather than take more
+# than this share of one core from the run.
+SAMPLE_SHARE = 0.02
 SCRATCH_S = 1.0  # scratch-on-disk sampling interval
 GIB = 1 << 30
 MIB = 1 << 20
@@ -214,6 +218,7 @@ class Watch(threading.Thread):
     def run(self) -> None:
         last_disk = 0.0
         while not self.stop.is_set():
+            started = time.thread_time()
             try:
                 self.peak_mem = max(self.peak_mem, sum(_pss_bytes(p) for p in self.pids()))
                 now = time.monotonic()
@@ -223,7 +228,7 @@ class Watch(threading.Thread):
                     self.peak_disk = max(self.peak_disk, disk)
             except (OSError, ValueError):
                 pass
-            self.stop.wait(SAMPLE_S)
+            self.stop.wait(max(SAMPLE_S, (time.thread_time() - started) / SAMPLE_SHARE))
 
 
 def measure(
@@ -980,7 +985,9 @@ def render(
         "  quiet; more means the run shared the machine and its time is less certain.",
         "- **peak MiB** is the run's peak memory: the proportional set size (PSS: shared pages",
         "  split between the processes sharing them) summed over the whole process tree,",
-        f"  sampled every {SAMPLE_S:g} s, or the largest single process's exact peak RSS",
+        f"  sampled every {SAMPLE_S:g} s (less often for big processes, whose PSS takes long to",
+        f"  read: the sampling takes at most {SAMPLE_SHARE:.0%} of one core), or the largest single",
+        "  process's exact peak RSS",
         "  (kernel maxrss, *1-proc RSS*) when that is higher. *cgroup MiB* is the capped",
         "  cgroup's peak charge, page cache included (the kernel reclaims cache before it kills,",
         "  so it sits near the cap on big files). *scratch MiB* is the peak size of the run's",
