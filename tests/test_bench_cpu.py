@@ -17,11 +17,15 @@ from bench import cpu
 from bench.run import Sample, measure, others_pct
 
 HZ = os.sysconf("SC_CLK_TCK")
+
+
+def burn(seconds: float) -> str:
+    """Python code that spends ``seconds`` of CPU."""
+    return f"import time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass"
+
+
 # One second of CPU in a child of the measured process, as recon's parse workers are.
-BURN_IN_CHILD = (
-    "import subprocess, sys; subprocess.run([sys.executable, '-c', "
-    "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 1: pass'])"
-)
+BURN_IN_CHILD = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn(1)!r}])"
 
 
 def test_reads_busy_and_stolen_time(tmp_path: Path) -> None:
@@ -68,8 +72,7 @@ def test_a_runs_own_cpu_includes_its_children_and_is_not_other_work() -> None:
 
 @pytest.mark.skipif(cpu.read() is None, reason="no /proc/stat")
 def test_work_beside_a_run_shows_as_others() -> None:
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
-    beside = subprocess.Popen([sys.executable, "-c", burn])
+    beside = subprocess.Popen([sys.executable, "-c", burn(1.5)])
     try:
         sample, _ = measure([sys.executable, "-c", SLEEP_1S])
     finally:
