@@ -22,6 +22,7 @@ import polars as pl
 from parsers.common import GZIP_MAGIC, zip_entry_name
 from recon.audit import log_event, transition
 from recon.currency import CURRENCY_EXPONENTS
+from recon.duck import one_row
 from recon.money import format_minor
 from recon.store import BREAK_STATES, CLOSED_STATES
 
@@ -155,7 +156,7 @@ def get_break(con: duckdb.DuckDBPyConnection, break_id: int) -> dict[str, Any]:
         for name, kind in types
     )
     cur = con.execute(f"SELECT {columns} FROM breaks WHERE break_id = ?", [break_id])
-    row = cur.fetchone()
+    row = one_row(cur)
     if row is None:
         raise BreakError(f"no break {break_id}")
     return dict(zip([d[0] for d in cur.description], row, strict=True))
@@ -251,9 +252,12 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def apply(con: duckdb.DuckDBPyConnection, req: Request, actor: str) -> Applied:
     """Apply one request inside the caller's transaction."""
-    row = con.execute(
-        "SELECT state, coalesce(assignee, '') FROM break_items WHERE break_id = ?", [req.break_id]
-    ).fetchone()
+    row = one_row(
+        con.execute(
+            "SELECT state, coalesce(assignee, '') FROM break_items WHERE break_id = ?",
+            [req.break_id],
+        )
+    )
     if row is None:
         raise BreakError(f"no break {req.break_id}")
     state, assignee = str(row[0]), str(row[1])

@@ -6,6 +6,7 @@ import datetime as dt
 
 import duckdb
 
+from recon.duck import one_row
 from recon.store import BREAK_STATES
 
 SYSTEM = "recon"  # the actor for changes the nightly run makes by itself
@@ -42,7 +43,7 @@ def transition(
     """Move one break to ``to_state`` and log it; returns the state it was in."""
     if to_state not in BREAK_STATES:
         raise ValueError(f"unknown break state {to_state!r}")
-    row = con.execute("SELECT state FROM break_items WHERE break_id = ?", [break_id]).fetchone()
+    row = one_row(con.execute("SELECT state FROM break_items WHERE break_id = ?", [break_id]))
     if row is None:
         raise KeyError(f"no break {break_id}")
     from_state = str(row[0])

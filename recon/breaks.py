@@ -21,6 +21,7 @@ from parsers.base import ParsedBill
 from recon import candidates as cand
 from recon.audit import SYSTEM
 from recon.currency import CURRENCY_EXPONENTS
+from recon.duck import one_row
 from recon.engine import DiffResult
 from recon.ledger import LedgerDay
 from recon.parts import sql_source
@@ -240,7 +241,7 @@ def _close(
         f"USING (break_id)",
         [now, SYSTEM, action, state],
     )
-    n = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    n = one_row(con.execute(f"SELECT count(*) FROM {table}"))
     con.execute(
         f"UPDATE break_items SET state = ?, updated_at = ?, resolution = {note_sql}, "
         f"evidence = coalesce(t.evidence, break_items.evidence) FROM {table} t "
@@ -290,8 +291,9 @@ def update_breaks(
     con.unregister("_cand_frame")
 
     # Seen again (a re-run, or the same break on a later day): refresh, never reopen.
-    seen = con.execute(
-        f"""
+    seen = one_row(
+        con.execute(
+            f"""
         UPDATE break_items SET
           last_seen = greatest(last_seen, $day),
           amount_minor = CASE WHEN break_items.state IN {_CLOSED} THEN break_items.amount_minor ELSE c.amount_minor END,
@@ -306,8 +308,9 @@ def update_breaks(
         FROM _cand c
         WHERE {_same_identity("break_items", "c")}
         """,
-        {"day": day, "now": now},
-    ).fetchone()
+            {"day": day, "now": now},
+        )
+    )
     # New breaks, each with its 'detected' entry in the audit log (set-based: a day may
     # raise many).
     con.execute(
@@ -316,9 +319,9 @@ def update_breaks(
     )
     # Numbered in identity order from a block taken off the sequence at once, so the
     # same inputs give the same break ids whatever order the diff found them in.
-    last_id, n_new = con.execute(
-        "SELECT max(nextval('break_seq')), count(*) FROM _new"
-    ).fetchone() or (None, 0)
+    last_id, n_new = one_row(
+        con.execute("SELECT max(nextval('break_seq')), count(*) FROM _new")
+    ) or (None, 0)
     con.execute(
         f"""
         INSERT INTO break_items (break_id, {IDENTITY}, business_date, state, reason_code,
@@ -341,8 +344,9 @@ def update_breaks(
             "ledger_sha": files.get("ledger_sha256"),
         },
     )
-    new = con.execute(
-        f"""
+    new = one_row(
+        con.execute(
+            f"""
         INSERT INTO audit_log (logged_at, actor, break_id, action, from_state, to_state, note)
         SELECT $now, $actor, b.break_id, 'detected', NULL, b.state,
           $found || CASE WHEN b.reason_code <> '' THEN '; ' || b.reason_code ELSE '' END
@@ -353,8 +357,9 @@ def update_breaks(
         FROM break_items b JOIN _new c ON {_same_identity("b", "c")}
         ORDER BY b.break_id
         """,
-        {"now": now, "actor": SYSTEM, "found": f"found in the {channel.name} run of {day}"},
-    ).fetchone()
+            {"now": now, "actor": SYSTEM, "found": f"found in the {channel.name} run of {day}"},
+        )
+    )
 
     # Found on this day before, not any more: the re-run's inputs no longer show it.
     con.execute(

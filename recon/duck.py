@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -63,3 +64,11 @@ def as_query(
         yield f"SELECT * FROM {name}"
     finally:
         con.unregister(name)
+
+
+def one_row(cursor: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row of the query just executed, its result consumed. DuckDB keeps a
+    result open until a fetch comes back empty (``fetchone`` on one row does not), and
+    meanwhile refuses ``register`` on the connection ("unfinished result")."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None

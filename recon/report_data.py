@@ -39,6 +39,7 @@ import duckdb
 import polars as pl
 
 from recon.currency import CURRENCY_EXPONENTS
+from recon.duck import one_row
 from recon.masking import is_personal, mask
 from recon.money import exponent_expr, format_minor, format_minor_expr
 from recon.queues import QUEUES
@@ -299,13 +300,15 @@ def _tallies(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Tally]:
 def _run(
     con: duckdb.DuckDBPyConnection, channel: str, day: dt.date
 ) -> tuple[RunInfo, MatchRate] | None:
-    row = con.execute(
-        # TIMESTAMPTZ comes back through pytz; a UTC wall time does not need it.
-        "SELECT run_id, timezone('UTC', started_at), exit_code, bill_file, ledger_file, summary "
-        "FROM runs "
-        "WHERE channel = ? AND business_date = ? ORDER BY started_at DESC LIMIT 1",
-        [channel, day],
-    ).fetchone()
+    row = one_row(
+        con.execute(
+            # TIMESTAMPTZ comes back through pytz; a UTC wall time does not need it.
+            "SELECT run_id, timezone('UTC', started_at), exit_code, bill_file, ledger_file, summary "
+            "FROM runs "
+            "WHERE channel = ? AND business_date = ? ORDER BY started_at DESC LIMIT 1",
+            [channel, day],
+        )
+    )
     if row is None:
         return None
     s = json.loads(row[5] or "{}")
@@ -387,7 +390,7 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> 
 
 def _open_rows(con: duckdb.DuckDBPyConnection, limit: int) -> tuple[pl.DataFrame, int]:
     """The ``limit`` largest open breaks (largest first), masked, and how many are open."""
-    row = con.execute(f"SELECT count(*) FROM {_AS_OF_TABLE} WHERE is_open").fetchone()
+    row = one_row(con.execute(f"SELECT count(*) FROM {_AS_OF_TABLE} WHERE is_open"))
     count = int(row[0]) if row else 0
     columns = [str(c[0]) for c in con.execute("DESCRIBE break_items").fetchall()]
     personal = [c for c in columns if is_personal(c)]

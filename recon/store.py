@@ -18,6 +18,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from recon.duck import one_row
+
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE runs (
@@ -159,7 +161,7 @@ _ITEM_COLUMNS = [
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    row = one_row(con.execute("SELECT max(version) FROM schema_version"))
     current = int(row[0]) if row and row[0] is not None else 0
     for version in range(current, len(MIGRATIONS)):
         con.execute("BEGIN")
@@ -284,8 +286,10 @@ def set_day_state(
 
 
 def day_state(con: duckdb.DuckDBPyConnection, channel: str, day: dt.date) -> tuple[str, str] | None:
-    row = con.execute(
-        "SELECT state, detail FROM channel_days WHERE channel = ? AND business_date = ?",
-        [channel, day],
-    ).fetchone()
+    row = one_row(
+        con.execute(
+            "SELECT state, detail FROM channel_days WHERE channel = ? AND business_date = ?",
+            [channel, day],
+        )
+    )
     return (str(row[0]), str(row[1])) if row else None

@@ -121,6 +121,21 @@ def test_opening_an_existing_store_does_not_rerun_migrations(
     assert versions(db) == list(range(1, len(MIGRATIONS) + 1))
 
 
+def test_an_opened_store_leaves_no_result_open(tmp_path: Path) -> None:
+    """DuckDB refuses register() while a query's result is unfinished: opening a store
+    (its migration check), reading a day's state or a break's must each leave none."""
+    db = tmp_path / "s.duckdb"
+    frame = pl.DataFrame({"x": [1]})
+    for _ in range(2):  # new, then existing (no migration runs)
+        with open_store(db) as con:
+            con.register("frame", frame)
+            con.unregister("frame")
+            set_day_state(con, "wechatpay", DAY, "waiting")
+            assert day_state(con, "wechatpay", DAY) == ("waiting", "")
+            con.register("frame", frame)
+            con.unregister("frame")
+
+
 def test_only_new_migrations_run_on_an_older_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
