@@ -18,13 +18,13 @@ import duckdb
 import polars as pl
 
 from parsers.base import ParsedBill
+from recon import bill_history as history
 from recon import candidates as cand
 from recon.audit import SYSTEM
 from recon.currency import CURRENCY_EXPONENTS
 from recon.duck import one_row
 from recon.engine import DiffResult
 from recon.ledger import LedgerDay
-from recon.parts import sql_source
 from recon.queues import Queues
 from recon.requery import ChannelQuery
 from recon.rules import Channel
@@ -41,10 +41,6 @@ def _same_identity(left: str, right: str) -> str:
         f"({', '.join(f'{left}.{c}' for c in cols)}) = ({', '.join(f'{right}.{c}' for c in cols)})"
     )
 
-
-# What the store keeps of each bill row (bill_rows, besides channel and business_date):
-# what later days' checks read, the key and the amount.
-_BILL_ROW_VALUES = "txn_type, merchant_order_id, merchant_refund_id, amount_minor"
 
 _CLOSED = "('" + "', '".join(CLOSED_STATES) + "')"
 
@@ -63,91 +59,6 @@ class BreakUpdate:
         return dict(vars(self))
 
 
-def _store_bill_rows(
-    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, bill: ParsedBill
-) -> None:
-    """Keep the day's bill rows for later days' checks, straight from its Parquet parts."""
-    con.execute("DELETE FROM bill_rows WHERE channel = ? AND business_date = ?", [channel, day])
-    con.execute(
-        f"INSERT INTO bill_rows (channel, business_date, {_BILL_ROW_VALUES}) "
-        f"SELECT $channel, $day, {_BILL_ROW_VALUES} FROM {sql_source(bill.rows_files)}",
-        {"channel": channel, "day": day},
-    )
-
-
-def _billed_before(
-    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, keys: pl.DataFrame
-) -> pl.DataFrame:
-    """Those of ``keys`` (KEY columns, few: today's bill rows the ledger lacks) that an
-    earlier day's bill already had."""
-    if keys.height == 0:
-        return keys.select(cand.KEY)
-    con.register("_keys", keys.select(cand.KEY).unique())
-    try:
-        billed: pl.DataFrame = con.sql(
-            "SELECT DISTINCT k.txn_type, k.merchant_order_id, k.merchant_refund_id "
-            "FROM bill_rows h JOIN _keys k USING (txn_type, merchant_order_id, merchant_refund_id) "
-            "WHERE h.channel = $channel AND h.business_date < $day",
-            params={"channel": channel, "day": day},
-        ).pl()
-    finally:
-        con.unregister("_keys")
-    return billed
-
-
-# Orders refunded today whose refunds, over every bill so far (the store's bill_rows of
-# earlier days and today's rows, ``{today}``), pass what was paid; with the last of today's
-# refunds of the order (by bill line), which the break is raised on. An order no bill has
-# a payment of is not checked. The sums read only key and amount; the last refund's line,
-# id and file are looked up for the few orders over (on a big day, arg_max over every
-# refund's wide strings costs more than the sums).
-_REFUNDS_OVER_SQL = """
-WITH refunded AS MATERIALIZED (
-  SELECT DISTINCT merchant_order_id FROM {today} WHERE txn_type = 'refund'
-),
-everything AS (
-  SELECT txn_type, merchant_order_id, amount_minor FROM bill_rows
-  WHERE channel = $channel AND business_date < $day AND txn_type IN ('payment', 'refund')
-    AND merchant_order_id IN (SELECT merchant_order_id FROM refunded)
-  UNION ALL
-  SELECT txn_type, merchant_order_id, amount_minor FROM {today}
-  WHERE txn_type IN ('payment', 'refund')
-    AND merchant_order_id IN (SELECT merchant_order_id FROM refunded)
-),
-over AS MATERIALIZED (
-  SELECT * FROM (
-    SELECT merchant_order_id,
-           CAST(sum(amount_minor) FILTER (WHERE txn_type = 'payment') AS BIGINT) AS paid,
-           CAST(sum(amount_minor) FILTER (WHERE txn_type = 'refund') AS BIGINT) AS refunded
-    FROM everything GROUP BY merchant_order_id
-  ) WHERE paid IS NOT NULL AND refunded > paid
-),
-last_refund AS (
-  SELECT merchant_order_id,
-         arg_max(merchant_refund_id, source_line) AS merchant_refund_id,
-         arg_max(source_file, source_line) AS source_file,
-         max(source_line) AS source_line
-  FROM {today}
-  WHERE txn_type = 'refund' AND merchant_order_id IN (SELECT merchant_order_id FROM over)
-  GROUP BY merchant_order_id
-)
-SELECT 'refund' AS txn_type, s.merchant_order_id, r.merchant_refund_id, s.paid, s.refunded,
-       r.source_file, r.source_line
-FROM over s JOIN last_refund r USING (merchant_order_id)
-ORDER BY r.source_line
-"""
-
-
-def _refunds_over_payments(
-    con: duckdb.DuckDBPyConnection, channel: str, day: dt.date, bill: ParsedBill
-) -> pl.DataFrame:
-    over: pl.DataFrame = con.sql(
-        _REFUNDS_OVER_SQL.format(today=sql_source(bill.rows_files)),
-        params={"channel": channel, "day": day},
-    ).pl()
-    return over
-
-
 def classify(
     con: duckdb.DuckDBPyConnection,
     channel: Channel,
@@ -163,13 +74,14 @@ def classify(
     if channel.fees is not None:
         exp = CURRENCY_EXPONENTS.get(channel.currency, 2)
         min_fee = int(channel.fees.min_fee.scaleb(exp))
-    billed_before = _billed_before(con, channel.name, day, result.outcome("local_missing"))
+    local_missing = result.outcome("local_missing")
+    history.look_up(con, channel.name, day, channel.breaks.history_days, bill, local_missing)
     frames = [
-        cand.local_missing(result, bill.rows, billed_before, channel, day),
+        cand.local_missing(result, bill.rows, history.billed_before(con), channel, day),
         cand.channel_missing(result, ledger.rows, channel, day),
         cand.field_mismatch(queues),
         cand.fee_mismatch(bill.rows, channel.fees, min_fee),
-        cand.refund_exceeds_payment(_refunds_over_payments(con, channel.name, day, bill)),
+        cand.refund_exceeds_payment(history.refunds_over_payments(con, bill)),
     ]
     return cand.mark_partial_refunds(pl.concat(frames), bill.rows)
 
@@ -265,7 +177,7 @@ def update_breaks(
     now = dt.datetime.now(dt.UTC)
     params = {"channel": channel.name, "day": day}
     found = classify(con, channel, day, bill, ledger, result, queues)
-    _store_bill_rows(con, channel.name, day, bill)
+    history.store_day(con, channel.name, day, bill, channel.breaks.history_days)
     con.register("_cand_frame", found)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _cand AS SELECT $channel AS channel, * FROM _cand_frame",

@@ -112,6 +112,20 @@ class LedgerRules:
         return p if p.is_absolute() else base / p
 
 
+# Bill rows kept for the checks across days: WeChat Pay refuses refunds of payments more
+# than a year old (交易时间超过一年的订单无法提交退款), so a refund's payment is billed within a
+# year before it; a margin on top. Set it per channel from its own refund period.
+DEFAULT_HISTORY_DAYS = 400
+MAX_HISTORY_DAYS = 3660
+
+
+def _whole(table: dict[str, Any], key: str, default: int, most: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ConfigError(f"{where}.{key}: expected a whole number 0..{most}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class BreakRules:
     """How breaks of a channel age.
@@ -119,26 +133,28 @@ class BreakRules:
     A missing item whose time falls within ``timing_window`` before the day's
     cut-off (local midnight) is a likely timing difference: it waits as
     pending_timing for up to ``timing_days`` following bills (T+1..T+N) before it
-    becomes open.
+    becomes open. The checks across days (a row billed again, refunds over what was paid)
+    look back ``history_days`` days, the bill rows the store keeps (recon.bill_history).
     """
 
     timing_window: dt.timedelta = dt.timedelta(minutes=15)
     timing_days: int = 1
+    history_days: int = DEFAULT_HISTORY_DAYS
 
     @classmethod
     def from_table(cls, table: Any, where: str) -> BreakRules:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table")
-        _check_keys(table, {"timing_window", "timing_days"}, set(), where)
-        days = table.get("timing_days", 1)
-        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 31:
-            raise ConfigError(f"{where}.timing_days: expected a whole number 0..31, got {days!r}")
+        _check_keys(table, {"timing_window", "timing_days", "history_days"}, set(), where)
+        days = _whole(table, "timing_days", 1, 31, where)
+        history = _whole(table, "history_days", DEFAULT_HISTORY_DAYS, MAX_HISTORY_DAYS, where)
         window = table.get("timing_window")
         return cls(
             timing_window=duration(window, f"{where}.timing_window")
             if window
             else cls.timing_window,
             timing_days=days,
+            history_days=history,
         )
 
 

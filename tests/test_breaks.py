@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,51 @@ def test_refunds_over_payment_raise_on_the_last_refund(channel: Channel, tmp_pat
             "channel_value, bill_line FROM break_items"
         ).fetchall()
     assert got == [("P", "P-R1", "refund_exceeds_payment", 1000, "100.00", "110.00", 5)]
+
+
+@pytest.mark.parametrize("history_days", [2, 1])
+def test_checks_across_days_look_back_history_days_and_older_rows_go(
+    channel: Channel, tmp_path: Path, history_days: int
+) -> None:
+    """Day 3 bills A and Q again and refunds P and Q beyond their payments of day 1. Kept
+    two days back, day 1 is seen; kept one, it is not, and its rows leave the store (not
+    another channel's)."""
+    d3 = D1 + dt.timedelta(days=2)
+    kept = replace(channel, breaks=replace(channel.breaks, history_days=history_days))
+    day1 = [pay("A", 3000), pay("P", 10000), pay("Q", 5000)]
+    day3 = [
+        pay("A", 3000, d3),
+        pay("Q", 5000, d3),  # Q both billed again and refunded: looked up once
+        refund("P", "P-R1", 12000, d3),
+        refund("Q", "Q-R1", 12000, d3),
+    ]
+    with open_store(tmp_path / "s.duckdb") as con:
+        con.execute(
+            "INSERT INTO bill_rows VALUES ('alipay', DATE '2024-02-01', 'payment', 'A', '', 1)"
+        )
+        run_day(con, kept, D1, day1, [in_ledger(r) for r in day1], tmp_path)
+        run_day(con, kept, d3, day3, [in_ledger(r) for r in day3[2:]], tmp_path)
+        got = breaks(con)
+        stored = con.execute(
+            "SELECT channel, business_date, count(*) FROM bill_rows GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    over = ("open", "REFUNDS_EXCEED_PAYMENT")
+    if history_days == 2:
+        assert got == {
+            ("A", "", "duplicate_payment"): ("open", "DUPLICATE_ACROSS_BILLS"),
+            ("Q", "", "duplicate_payment"): ("open", "DUPLICATE_ACROSS_BILLS"),
+            ("P", "P-R1", "refund_exceeds_payment"): over,  # 120.00 of 100.00
+            ("Q", "Q-R1", "refund_exceeds_payment"): over,  # 120.00 of 50.00 + 50.00
+        }
+        assert stored == [
+            ("alipay", dt.date(2024, 2, 1), 1),
+            ("wechatpay", D1, 3),
+            ("wechatpay", d3, 4),
+        ]
+    else:
+        assert got == {
+            ("A", "", "local_missing"): ("open", ""),
+            ("Q", "", "local_missing"): ("open", ""),
+            ("Q", "Q-R1", "refund_exceeds_payment"): over,  # 120.00 of today's 50.00
+        }  # P's payment is out of the window: P is not checked
+        assert stored == [("alipay", dt.date(2024, 2, 1), 1), ("wechatpay", d3, 4)]

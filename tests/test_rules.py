@@ -417,6 +417,14 @@ def test_fee_rules_are_strict(tmp_path: Path) -> None:
         ),
         ("[channels.wechatpay.breaks]\ntiming_days = -1", "channels.wechatpay.breaks.timing_days"),
         (
+            '[channels.wechatpay.breaks]\nhistory_days = "1y"',
+            "channels.wechatpay.breaks.history_days: expected a whole number 0..3660",
+        ),
+        (
+            "[channels.wechatpay.breaks]\nhistory_days = 4000",
+            "channels.wechatpay.breaks.history_days: expected a whole number 0..3660",
+        ),
+        (
             '[channels.wechatpay.breaks]\ntiming_windw = "5m"',
             "channels.wechatpay.breaks: unknown key(s) timing_windw",
         ),
@@ -425,6 +433,13 @@ def test_fee_rules_are_strict(tmp_path: Path) -> None:
         text = re.sub(r"\[channels\.wechatpay\.(fees|breaks)\][^\[]*", "", text)
         msg = config_error(tmp_path, text + "\n" + table + "\n")
         assert msg.startswith(expected), msg
+
+
+def test_history_days_default_and_set(tmp_path: Path) -> None:
+    assert load_rules(write_rules(tmp_path, BASE)).channel("wechatpay").breaks.history_days == 400
+    text = BASE + "\n[channels.wechatpay.breaks]\nhistory_days = 35\n"
+    breaks = load_rules(write_rules(tmp_path, text)).channel("wechatpay").breaks
+    assert (breaks.history_days, breaks.timing_days) == (35, 1)
 
 
 def test_scale_rules_shards_and_memory_limit(tmp_path: Path) -> None:
