@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 def _write(
     a: argparse.Namespace, days: list[int], lines: list[str], points: list[tuple[int, float]]
 ) -> None:
-    info = machine() | versions()
+    info = machine() | versions(a.out)
     (rows0, s0), (rows1, s1) = points[0], points[-1]
     slope = []
     if rows1 > rows0:
