@@ -15,6 +15,8 @@ from the archived bills, so nothing is lost that a re-run could not restore.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import polars as pl
@@ -90,31 +92,38 @@ def window_start(day: dt.date, history_days: int) -> dt.date:
     return day - dt.timedelta(days=history_days)
 
 
-def look_up(
+@contextmanager
+def looked_up(
     con: duckdb.DuckDBPyConnection,
     channel: str,
     day: dt.date,
     history_days: int,
     bill: ParsedBill,
     local_missing: pl.DataFrame,
-) -> None:
-    """Fetch, in one scan of the history, the earlier rows the day's checks read:
-    ``_earlier`` (and ``_refunded``, today's refunded orders) in the connection's temp
-    schema. ``local_missing`` holds today's local-missing keys (few)."""
-    con.execute(_REFUNDED_SQL.format(today=sql_source(bill.rows_files)))
-    con.register("_lookup_frame", local_missing.select(cand.KEY).unique())
+) -> Iterator[None]:
+    """Within: the earlier rows the day's checks read, fetched in one scan of the history
+    (``_earlier``, with ``_refunded``: today's refunded orders, and ``_lookup_keys``: the
+    keys of ``local_missing``, today's local-missing rows) in the connection's temp schema;
+    dropped after."""
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _lookup_keys AS SELECT * FROM _lookup_frame")
+        con.execute(_REFUNDED_SQL.format(today=sql_source(bill.rows_files)))
+        con.register("_lookup_frame", local_missing.select(cand.KEY).unique())
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE _lookup_keys AS SELECT * FROM _lookup_frame")
+        finally:
+            con.unregister("_lookup_frame")
+        con.execute(
+            _EARLIER_SQL,
+            {"channel": channel, "day": day, "since": window_start(day, history_days)},
+        )
+        yield
     finally:
-        con.unregister("_lookup_frame")
-    con.execute(
-        _EARLIER_SQL,
-        {"channel": channel, "day": day, "since": window_start(day, history_days)},
-    )
+        for table in ("_earlier", "_lookup_keys", "_refunded"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
 def billed_before(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Those of today's local-missing keys (``look_up``) that an earlier day's bill had."""
+    """Those of today's local-missing keys (``looked_up``) that an earlier day's bill had."""
     billed: pl.DataFrame = con.sql(
         "SELECT DISTINCT k.txn_type, k.merchant_order_id, k.merchant_refund_id "
         "FROM _earlier h JOIN _lookup_keys k "
@@ -124,7 +133,7 @@ def billed_before(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def refunds_over_payments(con: duckdb.DuckDBPyConnection, bill: ParsedBill) -> pl.DataFrame:
-    """Today's refunded orders (``look_up``) refunded beyond what every bill in the window
+    """Today's refunded orders (``looked_up``) refunded beyond what every bill in the window
     says was paid, each with the last of today's refunds of it."""
     over: pl.DataFrame = con.sql(_REFUNDS_OVER_SQL.format(today=sql_source(bill.rows_files))).pl()
     return over

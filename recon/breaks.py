@@ -75,13 +75,16 @@ def classify(
         exp = CURRENCY_EXPONENTS.get(channel.currency, 2)
         min_fee = int(channel.fees.min_fee.scaleb(exp))
     local_missing = result.outcome("local_missing")
-    history.look_up(con, channel.name, day, channel.breaks.history_days, bill, local_missing)
+    days = channel.breaks.history_days
+    with history.looked_up(con, channel.name, day, days, bill, local_missing):
+        billed_before = history.billed_before(con)
+        refunds_over = history.refunds_over_payments(con, bill)
     frames = [
-        cand.local_missing(result, bill.rows, history.billed_before(con), channel, day),
+        cand.local_missing(result, bill.rows, billed_before, channel, day),
         cand.channel_missing(result, ledger.rows, channel, day),
         cand.field_mismatch(queues),
         cand.fee_mismatch(bill.rows, channel.fees, min_fee),
-        cand.refund_exceeds_payment(history.refunds_over_payments(con, bill)),
+        cand.refund_exceeds_payment(refunds_over),
     ]
     return cand.mark_partial_refunds(pl.concat(frames), bill.rows)
 

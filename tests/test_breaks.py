@@ -245,6 +245,11 @@ def test_checks_across_days_look_back_history_days_and_older_rows_go(
         run_day(con, kept, D1, day1, [in_ledger(r) for r in day1], tmp_path)
         run_day(con, kept, d3, day3, [in_ledger(r) for r in day3[2:]], tmp_path)
         got = breaks(con)
+        left = con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name IN "
+            "('_earlier', '_lookup_keys', '_refunded')"
+        ).fetchall()
+        assert left == []  # the look-up's tables go once the checks have read them
         stored = con.execute(
             "SELECT channel, business_date, count(*) FROM bill_rows GROUP BY ALL ORDER BY ALL"
         ).fetchall()
