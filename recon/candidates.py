@@ -235,11 +235,12 @@ def fee_mismatch(
 
 
 def refund_exceeds_payment(over: pl.DataFrame) -> pl.DataFrame:
-    """Orders refunded today whose refunds, over every bill so far, pass what was paid.
+    """Orders refunded today whose refunds, over the bills of the days kept, pass what was
+    paid.
 
-    ``over`` has one row per such order (recon.breaks finds them in the store): txn_type,
-    merchant_order_id, merchant_refund_id, source_file and source_line of the order's last
-    refund today, and ``paid`` / ``refunded`` in minor units over all bills.
+    ``over`` has one row per such order (recon.bill_history finds them in the store):
+    txn_type, merchant_order_id, merchant_refund_id, source_file and source_line of the
+    order's last refund today, and ``paid`` / ``refunded`` in minor units over those bills.
     """
     df = over
     exp = pl.lit(2, pl.Int64)

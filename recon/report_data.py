@@ -17,7 +17,7 @@ The 30-day trend applies the same rule to each day of the window, so it is the o
 Bounded at any size: every figure is an aggregate computed by DuckDB; the only rows read
 are the open breaks largest first and each queue's first rows, both at most ``sheet_rows``
 (``SHEET_ROWS``, the rows a sheet of queues.xlsx shows). The store's ``bill_rows`` (every
-bill row of every day) is never read.
+bill row of the days kept, recon.bill_history) is never read.
 """
 
 from __future__ import annotations
