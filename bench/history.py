@@ -41,7 +41,7 @@ OUT = Path(__file__).with_name("HISTORY.md")
 MEMORY_LIMIT = "1GB"  # the default [channels.X.scale] memory_limit
 
 
-def _timed(fn: Callable[[], object], repeat: int) -> float:
+def timed(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -77,9 +77,9 @@ def _measure(
         con.execute("DELETE FROM bill_rows WHERE business_date = ?", [DAY])
 
     spent: list[float] = []  # the checks alone, each after a look-up of its own
-    look = _timed(look_up, repeat)
-    _timed(checks, repeat)
-    return look, statistics.median(spent), _timed(store_day, repeat)
+    look = timed(look_up, repeat)
+    timed(checks, repeat)
+    return look, statistics.median(spent), timed(store_day, repeat)
 
 
 def main(argv: list[str] | None = None) -> None:
