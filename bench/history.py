@@ -137,13 +137,24 @@ def main(argv: list[str] | None = None) -> None:
     _write(a, days, lines, points)
 
 
+def machine_lines(out: Path) -> list[str]:
+    """The results file's closing section: the machine and the versions measured."""
+    info = machine() | versions(out)
+    return [
+        "",
+        "## Machine and versions",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items() if not k.startswith("disk")),
+        "",
+    ]
+
+
 def _write(
     a: argparse.Namespace, days: list[int], lines: list[str], points: list[tuple[int, float]]
 ) -> None:
-    info = machine() | versions(a.out)
     (rows0, s0), (rows1, s1) = points[0], points[-1]
     slope = []
-    if rows1 > rows0:
+    if rows1 - rows0 >= 10_000_000:  # less is within the noise
         per = (s1 - s0) / (rows1 - rows0) * 10_000_000
         slope = [
             "",
@@ -168,11 +179,7 @@ def _write(
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *lines,
         *slope,
-        "",
-        "## Machine and versions",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items() if not k.startswith("disk")),
-        "",
+        *machine_lines(a.out),
     ]
     a.out.write_text("\n".join(head), encoding="utf-8")
 

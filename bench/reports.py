@@ -22,8 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from bench.history import DAY, timed
-from bench.run import WORK, bill_of, generated, machine, versions
+from bench.history import DAY, machine_lines, timed
+from bench.run import WORK, bill_of, generated
 from recon.cli import main as recon
 from recon.report_data import write_reports
 from recon.store import open_store
@@ -127,7 +127,6 @@ def _copy_day(con: duckdb.DuckDBPyConnection, k: int, span: int, closed: float) 
 
 
 def _write(a: argparse.Namespace, days: list[int], lines: list[str]) -> None:
-    info = machine() | versions(a.out)
     text = [
         "# recon: a day's reports against the breaks the store holds",
         "",
@@ -140,11 +139,7 @@ def _write(a: argparse.Namespace, days: list[int], lines: list[str]) -> None:
         "| earlier days | breaks | closed | store GiB | reports s |",
         "| ---: | ---: | ---: | ---: | ---: |",
         *lines,
-        "",
-        "## Machine and versions",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items() if not k.startswith("disk")),
-        "",
+        *machine_lines(a.out),
     ]
     a.out.write_text("\n".join(text), encoding="utf-8")
 
