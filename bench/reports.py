@@ -26,6 +26,7 @@ from bench.history import DAY, machine_lines, timed
 from bench.run import WORK, bill_of, generated
 from recon.cli import main as recon
 from recon.report_data import write_reports
+from recon.rules import load_rules
 from recon.store import open_store
 
 OUT = Path(__file__).with_name("REPORTS.md")
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     days = sorted(set(a.days or [0, 30, 90]))
+    tz = load_rules().channel(a.channel).timezone
     folder = WORK / str(a.rows) / a.channel
     if not generated(folder):
         from bench.generate import main as generate
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                     "'auto_resolved', 'written_off')) FROM break_items"
                 ).fetchall()[0]
             seconds = timed(
-                lambda: write_reports(store, a.channel, DAY, work / "reports"), a.repeat
+                lambda: write_reports(store, a.channel, DAY, work / "reports", tz=tz), a.repeat
             )
             size = store.stat().st_size / 2**30
             line = f"| {target} | {breaks:,} | {closed:,} | {size:.2f} | {seconds:.2f} |"

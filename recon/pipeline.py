@@ -287,7 +287,7 @@ def finish(
         )
     with stage(f"{channel.name} {day}: write queues and reports"):
         write_outputs(out_dir, queues, quarantine, summary)
-        write_reports(store_path or rules.store, channel.name, day, out_dir)
+        write_reports(store_path or rules.store, channel.name, day, out_dir, tz=channel.timezone)
     log.info(
         "%s %s: queues, summary.json, report.html and queues.xlsx in %s", channel.name, day, out_dir
     )

@@ -516,8 +516,8 @@ def load_report(
     channel: str,
     day: dt.date,
     *,
+    tz: str,
     top: int = 20,
-    tz: str = "Asia/Shanghai",
     now: dt.datetime | None = None,
     sheet_rows: int = SHEET_ROWS,
 ) -> ReportData:
@@ -577,12 +577,14 @@ def write_reports(
     day: dt.date,
     out_dir: Path,
     *,
+    tz: str,
     sheet_rows: int = SHEET_ROWS,
     memory_limit: str = REPORT_MEMORY_LIMIT,
 ) -> tuple[Path, Path]:
     """Write ``out_dir/report.html`` and ``out_dir/queues.xlsx`` for one channel-day; the
-    workbook shows at most ``sheet_rows`` rows of each queue and of the open breaks. DuckDB
-    works within ``memory_limit`` ("512MB", "1GiB"...), spilling beside the store beyond it."""
+    workbook shows at most ``sheet_rows`` rows of each queue and of the open breaks. ``tz``
+    is the channel's time zone (load_report). DuckDB works within ``memory_limit`` ("512MB",
+    "1GiB"...), spilling beside the store beyond it."""
     if not _MEMORY_LIMIT.match(memory_limit):
         raise ValueError(f"memory_limit: expected e.g. '512MB' or '1GiB', not {memory_limit!r}")
     # Imported here: the writers import this module for its types.
@@ -594,7 +596,7 @@ def write_reports(
     with open_store(store_path) as con:
         con.execute(f"SET memory_limit = '{memory_limit}'")
         con.execute("SET enable_progress_bar = false")  # no bars in the run's log
-        data = load_report(con, channel, day, sheet_rows=sheet_rows)
+        data = load_report(con, channel, day, tz=tz, sheet_rows=sheet_rows)
         queues = load_queues(con, channel, day, limit=sheet_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     html, xlsx = out_dir / "report.html", out_dir / "queues.xlsx"

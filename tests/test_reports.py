@@ -44,6 +44,7 @@ from recon.store import CLOSED_STATES, open_store
 DAY = dt.date(2024, 3, 1)
 NEXT = DAY + dt.timedelta(days=1)
 CH = "wechatpay"
+TZ = "Asia/Shanghai"  # the channel's
 GOLDEN = Path(__file__).parent / "golden" / "reports"
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 OTHER_OPENID = "oUxx9uMuAJO_M2pxb1Q9zNjWeAAz"
@@ -153,7 +154,7 @@ def build_store(tmp: Path) -> Store:
             "AND queue = 'channel_missing'",
             [DAY],
         )
-    html, xlsx = write_reports(db, CH, DAY, tmp / "reports")
+    html, xlsx = write_reports(db, CH, DAY, tmp / "reports", tz=TZ)
     assert (html.name, xlsx.name) == ("report.html", "queues.xlsx")
     return Store(db=db, out=tmp / "out", reports=tmp / "reports")
 
@@ -166,7 +167,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture(scope="module")
 def data(store: Store) -> ReportData:
     with open_store(store.db) as con:
-        return load_report(con, CH, DAY)
+        return load_report(con, CH, DAY, tz=TZ)
 
 
 # --- the expected figures, straight from the store --------------------------------------------
@@ -223,7 +224,7 @@ def store_breaks(db: Path) -> list[Break]:
         if state in CLOSED_STATES:
             ms, closed_from = closes.get(bid, (updated, None))
             days = [d for d, started in runs if started <= ms]
-            local = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo("Asia/Shanghai")).date()
+            local = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(TZ)).date()
             closed_day = max(days) if days else local
         out.append(Break(kind, state, bd, minor, cur, closed_day, closed_from))
     return out
@@ -402,7 +403,7 @@ def test_largest_first_by_value_with_personal_data_masked(data: ReportData) -> N
 
 def test_a_day_without_a_run_still_reports(store: Store) -> None:
     with open_store(store.db) as con:
-        d = load_report(con, CH, DAY - dt.timedelta(days=3))
+        d = load_report(con, CH, DAY - dt.timedelta(days=3), tz=TZ)
     assert d.run is None
     assert d.match is None
     assert all(q.rows == 0 for q in d.queues)
@@ -410,7 +411,7 @@ def test_a_day_without_a_run_still_reports(store: Store) -> None:
 
 def test_write_reports_needs_an_existing_store(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        write_reports(tmp_path / "none.duckdb", CH, DAY, tmp_path / "r")
+        write_reports(tmp_path / "none.duckdb", CH, DAY, tmp_path / "r", tz=TZ)
     assert not (tmp_path / "none.duckdb").exists()
 
 
@@ -418,7 +419,7 @@ def test_write_reports_takes_a_memory_limit_duckdb_understands(
     store: Store, tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="memory_limit"):
-        write_reports(store.db, CH, DAY, tmp_path / "r", memory_limit="1GB; DROP TABLE runs")
+        write_reports(store.db, CH, DAY, tmp_path / "r", memory_limit="1GB; DROP TABLE runs", tz=TZ)
 
 
 # --- masking -----------------------------------------------------------------------------------
@@ -606,7 +607,7 @@ CAP = 3  # rows a sheet shows, small enough to cut this store's queues
 @pytest.fixture(scope="module")
 def capped(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("capped")
-    write_reports(store.db, CH, DAY, out, sheet_rows=CAP, memory_limit="64MB")
+    write_reports(store.db, CH, DAY, out, sheet_rows=CAP, memory_limit="64MB", tz=TZ)
     return out
 
 
@@ -679,7 +680,7 @@ def test_reports_never_read_the_stores_bill_rows(store: Store, tmp_path: Path) -
     shutil.copy(store.db, db)
     with duckdb.connect(str(db)) as con:
         con.execute("DROP TABLE bill_rows")
-    html, _ = write_reports(db, CH, DAY, tmp_path / "r")
+    html, _ = write_reports(db, CH, DAY, tmp_path / "r", tz=TZ)
     assert html_metrics(html.read_text(encoding="utf-8")) == expected_metrics(store.db)
 
 
@@ -753,3 +754,30 @@ def test_queue_files_from_a_lazy_frame_equal_those_from_a_frame(
     assert b"'@SUM" in eager_csv  # neutralised
     assert pl.read_parquet(tmp_path / "lazy.parquet").equals(df)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("tz", "open_at_day_end"), [("Asia/Shanghai", "1"), ("Europe/Amsterdam", "0")]
+)
+def test_a_closing_before_any_run_falls_on_its_date_in_the_channels_zone(
+    tmp_path: Path, tz: str, open_at_day_end: str
+) -> None:
+    """Resolved at 2024-02-29 20:00 UTC, before any run: 03-01 in Shanghai, still 02-29 in
+    Amsterdam. The report of 02-29 shows it open or closed by the zone it is given."""
+    db, day = tmp_path / "s.duckdb", dt.date(2024, 2, 29)
+    closed_at = dt.datetime(2024, 2, 29, 20, tzinfo=dt.UTC)
+    with open_store(db) as con:
+        con.execute(
+            "INSERT INTO break_items (break_id, channel, txn_type, merchant_order_id, "
+            "merchant_refund_id, kind, business_date, state, amount_minor, currency, "
+            "first_seen, last_seen, updated_at) VALUES (1, 'adyen', 'payment', 'Z1', '', "
+            "'local_missing', ?, 'resolved', 100, 'EUR', ?, ?, ?)",
+            [day, day, day, closed_at],
+        )
+        con.execute(
+            "INSERT INTO audit_log (logged_at, actor, break_id, action, from_state, to_state) "
+            "VALUES (?, 'analyst', 1, 'resolve', 'open', 'resolved')",
+            [closed_at],
+        )
+    html, _ = write_reports(db, "adyen", day, tmp_path / "r", tz=tz)
+    assert html_metrics(html.read_text(encoding="utf-8"))["open.count"] == open_at_day_end
