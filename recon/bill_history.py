@@ -104,22 +104,20 @@ def looked_up(
     """Within: the earlier rows the day's checks read, fetched in one scan of the history
     (``_earlier``, with ``_refunded``: today's refunded orders, and ``_lookup_keys``: the
     keys of ``local_missing``, today's local-missing rows) in the connection's temp schema;
-    dropped after."""
-    try:
-        con.execute(_REFUNDED_SQL.format(today=sql_source(bill.rows_files)))
-        con.register("_lookup_frame", local_missing.select(cand.KEY).unique())
-        try:
-            con.execute("CREATE OR REPLACE TEMP TABLE _lookup_keys AS SELECT * FROM _lookup_frame")
-        finally:
-            con.unregister("_lookup_frame")
-        con.execute(
-            _EARLIER_SQL,
-            {"channel": channel, "day": day, "since": window_start(day, history_days)},
-        )
-        yield
-    finally:
-        for table in ("_earlier", "_lookup_keys", "_refunded"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    dropped after. On a failure they (and the registered frame) are left to the caller's
+    rollback and connection: in an aborted transaction a DROP or an unregister would fail
+    too, and hide the first error."""
+    con.execute(_REFUNDED_SQL.format(today=sql_source(bill.rows_files)))
+    con.register("_lookup_frame", local_missing.select(cand.KEY).unique())
+    con.execute("CREATE OR REPLACE TEMP TABLE _lookup_keys AS SELECT * FROM _lookup_frame")
+    con.unregister("_lookup_frame")
+    con.execute(
+        _EARLIER_SQL,
+        {"channel": channel, "day": day, "since": window_start(day, history_days)},
+    )
+    yield
+    for table in ("_earlier", "_lookup_keys", "_refunded"):
+        con.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
 def billed_before(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from recon import bill_history as history
 from recon.breaks import BreakUpdate, update_breaks
 from recon.engine import diff
 from recon.queues import build_queues
@@ -273,3 +274,17 @@ def test_checks_across_days_look_back_history_days_and_older_rows_go(
             ("Q", "Q-R1", "refund_exceeds_payment"): over,  # 120.00 of today's 50.00
         }  # P's payment is out of the window: P is not checked
         assert stored == [("alipay", dt.date(2024, 2, 1), 1), ("wechatpay", d3, 4)]
+
+
+def test_a_failing_look_up_reports_its_own_error_inside_a_transaction(tmp_path: Path) -> None:
+    """In an aborted transaction every statement fails: the look-up must not clean up
+    there, or its cleanup's error would stand in for the first one."""
+    gone = parsed_bill(bill_rows([pay("A", 100)]), tmp_path / "bill", parts=1)
+    for part in gone.rows_files:
+        part.unlink()
+    keys = bill_rows([]).select("txn_type", "merchant_order_id", "merchant_refund_id")
+    with open_store(tmp_path / "s.duckdb") as con:
+        con.execute("BEGIN")
+        with pytest.raises(duckdb.IOException), history.looked_up(con, "wx", D1, 5, gone, keys):
+            pass
+        con.execute("ROLLBACK")
