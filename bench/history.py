@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import statistics
 import tempfile
 import time
@@ -48,6 +47,26 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def day_folder(rows: int, channel: str) -> Path:
+    """bench.run's folder of a generated day of ``rows`` (generated when missing)."""
+    folder = WORK / str(rows) / channel
+    if not generated(folder):
+        from bench.generate import main as generate
+
+        generate(["--rows", str(rows), "--channel", channel, "--out", str(folder)])
+    return folder
+
+
+def written_by(module: str, a: argparse.Namespace, days: list[int], more: str = "") -> str:
+    """The results file's opening line: the command that wrote it, when, and the repeats."""
+    flags = " ".join(f"--days {d}" for d in days)
+    return (
+        f"Written by `python -m {module} --rows {a.rows} --channel {a.channel} {flags}{more}` "
+        f"on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (see its docstring); "
+        f"medians of {a.repeat}."
+    )
 
 
 def _measure(
@@ -92,11 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     days = sorted(set(a.days or [0, 10, 30]))
     channel = load_rules().channel(a.channel)
-    folder = WORK / str(a.rows) / a.channel
-    if not generated(folder):
-        from bench.generate import main as generate
-
-        generate(["--rows", str(a.rows), "--channel", a.channel, "--out", str(folder)])
+    folder = day_folder(a.rows, a.channel)
     lines: list[str] = []
     points: list[tuple[int, float]] = []  # (rows stored, total seconds)
     with tempfile.TemporaryDirectory(prefix="bench-history-", dir=WORK) as tmp:
@@ -133,7 +148,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(line, flush=True)
                 lines.append(line)
                 points.append((stored, t_look + t_checks + t_store))
-        shutil.rmtree(work / "spill", ignore_errors=True)
     _write(a, days, lines, points)
 
 
@@ -163,11 +177,9 @@ def _write(
     head = [
         "# recon: the checks across days against the history kept",
         "",
-        f"Written by `python -m bench.history --rows {a.rows} --channel {a.channel} "
-        + " ".join(f"--days {d}" for d in days)
-        + f"` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (see its docstring); "
-        f"medians of {a.repeat}. A day has {a.rows:,} bill rows; the store's DuckDB is capped at "
-        f"{MEMORY_LIMIT}, as a run's is by default.",
+        written_by("bench.history", a, days)
+        + f" A day has {a.rows:,} bill rows; the store's DuckDB is capped at {MEMORY_LIMIT}, "
+        "as a run's is by default.",
         "",
         "- **look-up**: the earlier rows of the day's refunded and local-missing orders, in",
         "  one scan of every stored row of the channel in the window (recon.bill_history).",

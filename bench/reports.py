@@ -22,12 +22,12 @@ from pathlib import Path
 
 import duckdb
 
-from bench.history import DAY, machine_lines, timed
-from bench.run import WORK, bill_of, generated
+from bench.history import DAY, day_folder, machine_lines, timed, written_by
+from bench.run import WORK, bill_of
 from recon.cli import main as recon
 from recon.report_data import write_reports
 from recon.rules import load_rules
-from recon.store import open_store
+from recon.store import CLOSED_STATES, open_store
 
 OUT = Path(__file__).with_name("REPORTS.md")
 
@@ -77,11 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     days = sorted(set(a.days or [0, 30, 90]))
     tz = load_rules().channel(a.channel).timezone
-    folder = WORK / str(a.rows) / a.channel
-    if not generated(folder):
-        from bench.generate import main as generate
-
-        generate(["--rows", str(a.rows), "--channel", a.channel, "--out", str(folder)])
+    folder = day_folder(a.rows, a.channel)
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-reports-", dir=WORK) as tmp:
         work = Path(tmp)
@@ -104,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                 kept = target
                 con.execute("CHECKPOINT")
                 breaks, closed = con.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE state IN ('resolved', "
-                    "'auto_resolved', 'written_off')) FROM break_items"
+                    "SELECT count(*), count(*) FILTER (WHERE list_contains(?, state)) "
+                    "FROM break_items",
+                    [list(CLOSED_STATES)],
                 ).fetchall()[0]
             seconds = timed(
                 lambda: write_reports(store, a.channel, DAY, work / "reports", tz=tz), a.repeat
@@ -132,11 +129,9 @@ def _write(a: argparse.Namespace, days: list[int], lines: list[str]) -> None:
     text = [
         "# recon: a day's reports against the breaks the store holds",
         "",
-        f"Written by `python -m bench.reports --rows {a.rows} --channel {a.channel} "
-        + " ".join(f"--days {d}" for d in days)
-        + f" --closed {a.closed}` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (see its "
-        f"docstring); medians of {a.repeat}. Each earlier day holds a copy of the breaks of a "
-        f"{a.rows:,}-row day, {a.closed:.0%} of them closed two days after their business day.",
+        written_by("bench.reports", a, days, f" --closed {a.closed}")
+        + f" Each earlier day holds a copy of the breaks of a {a.rows:,}-row day, "
+        f"{a.closed:.0%} of them closed two days after their business day.",
         "",
         "| earlier days | breaks | closed | store GiB | reports s |",
         "| ---: | ---: | ---: | ---: | ---: |",
