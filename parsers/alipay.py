@@ -34,6 +34,7 @@ from parsers.chunked import (
     prepend,
     run_reported,
     share_read,
+    spool_folder,
     work_dir,
 )
 from parsers.common import (
@@ -110,6 +111,7 @@ class AlipayBillParser:
                 errors=ZIP_ERRORS,
                 what="corrupt zip",
                 file=path if keep else None,
+                spool=stack.enter_context(spool_folder(stream, out)),
             )
             header_line, columns, body = _split_header(source, chunks)
             tasks = (
@@ -197,9 +199,11 @@ _PREAMBLE_LIMIT = 4 << 20
 def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str], Chunk]:
     """(header line, column names, the rest of the chunk holding the header)."""
     held: list[Chunk] = []
+    read: list[bytes] = []  # each held chunk's bytes, read once (a spooled one's file goes)
     for chunk in chunks:
         held.append(chunk)
-        data = b"".join(payload(c) for c in held)
+        read.append(payload(chunk))
+        data = b"".join(read)
         first = Chunk(held[0].index, held[0].first_line, data, chunk.last, held[0].offset)
         lines, _ = lines_of(source, first)
         text = pl.col("text")

@@ -17,6 +17,7 @@ import gzip
 import io
 import multiprocessing
 import os
+import shutil
 import tempfile
 import zlib
 from collections import deque
@@ -65,7 +66,10 @@ class Chunk:
     # Set when the lines were left in this plain file (``data`` empty), to be read
     # there by the worker instead of being copied to it through a pipe.
     file: Path | None = None
-    size: int = 0  # bytes at ``offset`` in ``file``
+    size: int = 0  # bytes at ``offset`` in ``file`` (at its start when ``spooled``)
+    # ``file`` holds only these lines, written there from a compressed stream (see
+    # iter_chunks): read from its start, then deleted.
+    spooled: bool = False
 
     @property
     def end(self) -> int:
@@ -84,12 +88,16 @@ def detached(chunk: Chunk, file: Path) -> Chunk:
 
 
 def payload(chunk: Chunk) -> bytes:
-    """The chunk's bytes, read from its file when it was detached."""
+    """The chunk's bytes, read from its file when it was detached or spooled (a spooled
+    chunk's file is deleted: its bytes are read once)."""
     if chunk.file is None:
         return chunk.data
     with chunk.file.open("rb") as f:
-        f.seek(chunk.offset)
+        if not chunk.spooled:
+            f.seek(chunk.offset)
         data = f.read(chunk.size)
+    if chunk.spooled:
+        chunk.file.unlink(missing_ok=True)
     if len(data) != chunk.size:
         raise InputError(chunk.file, "file changed while being read", line=chunk.first_line)
     return data
@@ -107,6 +115,7 @@ def iter_chunks(
     errors: tuple[type[BaseException], ...] = _STREAM_ERRORS,
     what: str = "corrupt or truncated compressed data",
     file: Path | None = None,
+    spool: Path | None = None,
 ) -> Iterator[Chunk]:
     """Whole lines, at most ``size`` bytes at a time (more only when a line is longer
     than that: up to the last line end within ``size`` bytes after it). '\\n' never
@@ -116,6 +125,12 @@ def iter_chunks(
     first come detached: the parent only finds the cuts and counts the lines, and each
     worker reads its lines from the file. Copying every chunk's bytes out of the buffer
     was a sixth of the parent's CPU, on the cores the workers need.
+
+    With ``spool`` (a folder; for a gunzipped or unzipped stream, which has no file of its
+    own), the chunks after the first are written there, a file each, and come spooled:
+    the worker reads and deletes the file. Sending the bytes through the pool's pipe
+    instead cost the parent and the workers about four times as much CPU (pickling,
+    copying through the pipe in 64 KiB pieces, unpickling).
 
     The stream is read into one buffer, reused: a fresh block per read, joined to the
     previous block's tail and then cut, cost three new allocations per chunk, whose page
@@ -130,6 +145,11 @@ def iter_chunks(
         if file is not None and index > 0:
             return Chunk(index, line, b"", last, offset=at, file=file, size=n)
         with memoryview(buf) as view:
+            if spool is not None and index > 0:
+                target = spool / f"chunk-{index:06d}"
+                with target.open("wb") as f:
+                    f.write(view[:n])
+                return Chunk(index, line, b"", last, at, target, n, spooled=True)
             return Chunk(index, line, bytes(view[:n]), last, offset=at)
 
     while not ended:
@@ -261,6 +281,21 @@ def gather(source: Path | str, done: Sequence[ChunkDone]) -> Gathered:
         quarantine=pl.concat(quarantine) if quarantine else empty_quarantine(),
         rows_read=sum(d.data_lines for d in done),
     )
+
+
+@contextlib.contextmanager
+def spool_folder(stream: IO[bytes], out: Path) -> Iterator[Path | None]:
+    """Where iter_chunks spools a gunzipped or unzipped stream's chunks for the workers
+    (None for a plain file, which they read themselves): a folder in ``out``, removed
+    after the parse with any chunk files a failed one left unread."""
+    if in_file(stream):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="chunks-", dir=out))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def work_dir(given: Path | None) -> Path:

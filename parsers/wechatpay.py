@@ -30,6 +30,7 @@ from parsers.chunked import (
     prepend,
     run_reported,
     share_read,
+    spool_folder,
     work_dir,
 )
 from parsers.common import RowCheck, business_date, local_to_utc, split_quarantine
@@ -556,11 +557,12 @@ class WechatPayV2Parser:
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
         out = work_dir(ctx.work_dir)
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None, progress=None)
-        with open_stream(path) as stream:
+        with open_stream(path) as stream, spool_folder(stream, out) as spool:
             keep = in_file(stream)  # then workers read their lines from the file itself
             chunks = iter_chunks(
-                path, stream, ctx.chunk_bytes or CHUNK_BYTES, file=path if keep else None
-            )
+                path, stream, ctx.chunk_bytes or CHUNK_BYTES,
+                file=path if keep else None, spool=spool,
+            )  # fmt: skip
             header, first = _header(path, chunks)
             layout = detect_layout(path, header)
             tasks = (

@@ -199,6 +199,59 @@ def test_chunks_left_in_the_file_are_the_same_lines(data: bytes, size: int, step
     assert away[1:] == [detached(c, path) for c in kept[1:]]
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=_LINES, size=st.integers(1, 16), step=st.integers(1, 20))
+def test_chunks_spooled_from_a_stream_are_the_same_lines(data: bytes, size: int, step: int) -> None:
+    """With ``spool``, chunks after the first are written to files of their own, each read
+    once and deleted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Path(tmp)
+        kept = list(iter_chunks("t.csv", _Trickle(data, step), size=size))
+        away = list(iter_chunks("t.csv", _Trickle(data, step), size=size, spool=spool))
+        files = [c.file for c in away[1:]]
+        assert sorted(spool.iterdir()) == sorted(f for f in files if f is not None)
+        assert len(set(files)) == len(files)
+        assert [payload(c) for c in away] == [c.data for c in kept]
+        assert list(spool.iterdir()) == []  # read once: gone
+    place = [(c.index, c.first_line, c.offset, c.last, c.end) for c in kept]
+    assert [(c.index, c.first_line, c.offset, c.last, c.end) for c in away] == place
+    assert away[0] == kept[0]  # the first keeps its bytes: the header is read from them
+    assert all(c.data == b"" and c.spooled for c in away[1:])
+
+
+def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(tmp_path: Path) -> None:
+    """A gzip or zip bill's chunks go to the workers through spooled files, which go."""
+    gbk = FIXTURES / "alipay" / "detail.gbk.csv"
+    zipped = tmp_path / "bill.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("20880000_业务明细.csv", gbk.read_bytes())
+    wechat = FIXTURES / "wechatpay" / "all_mixed.csv"
+    for channel, plain, packed in [
+        ("wechatpay", wechat, FIXTURES / "wechatpay" / "all_mixed.csv.gz"),
+        ("alipay", gbk, zipped),
+    ]:
+        out = tmp_path / channel
+        pooled = parse(channel, packed, out, chunk_bytes=300, workers=2)
+        whole = parse(channel, plain, tmp_path / f"{channel}-whole")
+        assert len(pooled.rows_files) > 2
+        rows = [b.rows.collect().drop("source_file") for b in (pooled, whole)]
+        assert rows[0].equals(rows[1])
+        assert (pooled.rows_read, pooled.n_rows) == (whole.rows_read, whole.n_rows)
+        assert sorted(out.iterdir()) == sorted(pooled.rows_files)
+
+
+def test_a_gzip_bill_cut_short_is_bad_input_and_leaves_no_spool(tmp_path: Path) -> None:
+    text = (FIXTURES / "wechatpay" / "all_mixed.csv").read_bytes() * 20
+    blob = gzip.compress(text)
+    path = tmp_path / "bill.csv.gz"
+    path.write_bytes(blob[: len(blob) * 3 // 4])
+    out = tmp_path / "work"
+    with pytest.raises(InputError, match="corrupt or truncated compressed data") as err:
+        parse("wechatpay", path, out, chunk_bytes=300, workers=2)
+    assert err.value.path == path
+    assert not [p for p in out.iterdir() if p.name.startswith("chunks-")]
+
+
 def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
     data = "一行\n二行\r\n\n最后一行没有换行".encode("gb18030")
     path = tmp_path / "x.csv"
