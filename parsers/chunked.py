@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import concurrent.futures as cf
 import contextlib
-import gzip
 import io
 import multiprocessing
 import os
@@ -30,6 +29,7 @@ import polars as pl
 
 from parsers.base import ParseContext, ParseProgress
 from parsers.common import GZIP_MAGIC, decode
+from parsers.gunzip import GunzipStream
 from recon.errors import InputError
 from recon.schema import empty_quarantine
 
@@ -51,7 +51,7 @@ def open_stream(path: Path) -> IO[bytes]:
         raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
     if raw.read(2) == GZIP_MAGIC:
         raw.seek(0)
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+        return cast(IO[bytes], GunzipStream(raw))
     raw.seek(0)
     return raw
 
@@ -388,7 +388,7 @@ def share_read(stream: IO[bytes], text_size: int | None = None) -> Callable[[int
     if text_size is not None:
         size = text_size
         return lambda end: end / size if size else 1.0
-    raw = stream.fileobj if isinstance(stream, gzip.GzipFile) else None
+    raw = stream.fileobj if isinstance(stream, GunzipStream) else None
     if raw is None:
         return None
     raw_size = os.fstat(raw.fileno()).st_size
