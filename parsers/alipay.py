@@ -111,7 +111,7 @@ class AlipayBillParser:
                 errors=ZIP_ERRORS,
                 what="corrupt zip",
                 file=path if keep else None,
-                spool=stack.enter_context(spool_folder(stream, out)),
+                spool=stack.enter_context(spool_folder(stream)),
             )
             header_line, columns, body = _split_header(source, chunks)
             tasks = (

@@ -284,14 +284,16 @@ def gather(source: Path | str, done: Sequence[ChunkDone]) -> Gathered:
 
 
 @contextlib.contextmanager
-def spool_folder(stream: IO[bytes], out: Path) -> Iterator[Path | None]:
+def spool_folder(stream: IO[bytes]) -> Iterator[Path | None]:
     """Where iter_chunks spools a gunzipped or unzipped stream's chunks for the workers
-    (None for a plain file, which they read themselves): a folder in ``out``, removed
-    after the parse with any chunk files a failed one left unread."""
+    (None for a plain file, which they read themselves): a folder in the machine's
+    temporary folder, removed after the parse with any chunk files a failed one left
+    unread. Not in the parse's work folder: in a deployment that is shared storage (NFS),
+    and only this machine's workers read the chunks, a few at a time."""
     if in_file(stream):
         yield None
         return
-    folder = Path(tempfile.mkdtemp(prefix="chunks-", dir=out))
+    folder = Path(tempfile.mkdtemp(prefix="recon-chunks-"))
     try:
         yield folder
     finally:

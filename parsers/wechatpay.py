@@ -557,7 +557,7 @@ class WechatPayV2Parser:
     def parse(self, path: Path, ctx: ParseContext) -> ParsedBill:
         out = work_dir(ctx.work_dir)
         plain = replace(ctx, status_map=dict(ctx.status_map), work_dir=None, progress=None)
-        with open_stream(path) as stream, spool_folder(stream, out) as spool:
+        with open_stream(path) as stream, spool_folder(stream) as spool:
             keep = in_file(stream)  # then workers read their lines from the file itself
             chunks = iter_chunks(
                 path, stream, ctx.chunk_bytes or CHUNK_BYTES,

@@ -219,8 +219,14 @@ def test_chunks_spooled_from_a_stream_are_the_same_lines(data: bytes, size: int,
     assert all(c.data == b"" and c.spooled for c in away[1:])
 
 
-def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(tmp_path: Path) -> None:
-    """A gzip or zip bill's chunks go to the workers through spooled files, which go."""
+def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip or zip bill's chunks go to the workers through spooled files in the machine's
+    temporary folder (not the work folder, which may be shared storage); they go after."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     gbk = FIXTURES / "alipay" / "detail.gbk.csv"
     zipped = tmp_path / "bill.zip"
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -231,25 +237,42 @@ def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(tmp_path: 
         ("alipay", gbk, zipped),
     ]:
         out = tmp_path / channel
-        pooled = parse(channel, packed, out, chunk_bytes=300, workers=2)
+        spools: list[str] = []
+
+        def look(_: ParseProgress, seen: list[str] = spools) -> None:
+            seen.extend(p.name for p in temp.iterdir())
+
+        pooled = parse(channel, packed, out, chunk_bytes=300, workers=2, progress=look)
         whole = parse(channel, plain, tmp_path / f"{channel}-whole")
         assert len(pooled.rows_files) > 2
         rows = [b.rows.collect().drop("source_file") for b in (pooled, whole)]
         assert rows[0].equals(rows[1])
         assert (pooled.rows_read, pooled.n_rows) == (whole.rows_read, whole.n_rows)
+        assert spools
+        assert all(n.startswith("recon-chunks-") for n in spools)
         assert sorted(out.iterdir()) == sorted(pooled.rows_files)
+        assert list(temp.iterdir()) == []
 
 
-def test_a_gzip_bill_cut_short_is_bad_input_and_leaves_no_spool(tmp_path: Path) -> None:
+def test_a_gzip_bill_cut_short_is_bad_input_and_leaves_no_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     text = (FIXTURES / "wechatpay" / "all_mixed.csv").read_bytes() * 20
     blob = gzip.compress(text)
     path = tmp_path / "bill.csv.gz"
     path.write_bytes(blob[: len(blob) * 3 // 4])
-    out = tmp_path / "work"
+    spools: list[str] = []
     with pytest.raises(InputError, match="corrupt or truncated compressed data") as err:
-        parse("wechatpay", path, out, chunk_bytes=300, workers=2)
+        parse(
+            "wechatpay", path, tmp_path / "work", chunk_bytes=300, workers=2,
+            progress=lambda _: spools.extend(p.name for p in temp.iterdir()),
+        )  # fmt: skip
     assert err.value.path == path
-    assert not [p for p in out.iterdir() if p.name.startswith("chunks-")]
+    assert spools  # chunks were spooled before the cut was reached
+    assert list(temp.iterdir()) == []
 
 
 def test_workers_read_a_plain_files_lines_themselves(tmp_path: Path) -> None:
