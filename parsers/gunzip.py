@@ -2,9 +2,9 @@
 
 gzip.GzipFile inflates raw deflate and then runs a second pass over every byte for the
 CRC; zlib checks the gzip wrapper (header, CRC, length) as it inflates. On a bill's text
-that is about 40% less CPU, in the process that feeds the parse's workers. The file is
-read as GzipFile reads it: members one after another, zero bytes after a member skipped;
-a file cut short is an EOFError, corrupt data or a wrong CRC a zlib.error.
+that is about a quarter less CPU, in the process that feeds the parse's workers. The file
+is read as GzipFile reads it: members one after another, zero bytes after a member
+skipped; a file cut short is an EOFError, corrupt data or a wrong CRC a zlib.error.
 """
 
 from __future__ import annotations
