@@ -198,13 +198,12 @@ _PREAMBLE_LIMIT = 4 << 20
 
 def _split_header(source: str, chunks: Iterator[Chunk]) -> tuple[int, list[str], Chunk]:
     """(header line, column names, the rest of the chunk holding the header)."""
-    held: list[Chunk] = []
-    read: list[bytes] = []  # each held chunk's bytes, read once (a spooled one's file goes)
+    start: Chunk | None = None  # the chunk the preamble starts in
+    data = b""  # the chunks' bytes so far, each read once (a spooled chunk's file goes)
     for chunk in chunks:
-        held.append(chunk)
-        read.append(payload(chunk))
-        data = b"".join(read)
-        first = Chunk(held[0].index, held[0].first_line, data, chunk.last, held[0].offset)
+        start = chunk if start is None else start
+        data += payload(chunk)
+        first = Chunk(start.index, start.first_line, data, chunk.last, start.offset)
         lines, _ = lines_of(source, first)
         text = pl.col("text")
         if lines.filter(~text.str.starts_with("#"), text.str.strip_chars() != "").height:
