@@ -6,6 +6,7 @@ import gzip
 import io
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -16,14 +17,17 @@ from parsers.gunzip import GunzipStream
 STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 
-def read_all(blob: bytes, step: int = 1 << 16) -> bytes:
-    """The whole text, read ``step`` bytes at a time into one buffer, as iter_chunks does."""
+def reads(blob: bytes, step: int = 1 << 16) -> Iterator[bytes]:
+    """The text, read ``step`` bytes at a time into one buffer, as iter_chunks does."""
     stream = GunzipStream(io.BytesIO(blob))
-    buf, got = bytearray(step), bytearray()
+    buf = bytearray(step)
     while n := stream.readinto(buf):
         assert 0 < n <= step
-        got += buf[:n]
-    return bytes(got)
+        yield bytes(buf[:n])
+
+
+def read_all(blob: bytes, step: int = 1 << 16) -> bytes:
+    return b"".join(reads(blob, step))
 
 
 _MEMBERS = st.lists(
@@ -91,20 +95,12 @@ def test_a_very_compressible_file_expands_only_as_far_as_each_read_asks() -> Non
     blob = gzip.compress(bytes(256 << 20), 9)
     tracemalloc.start()
     try:
-        total = _count(blob, 64 << 10)
+        total = sum(len(piece) for piece in reads(blob, 64 << 10))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert total == 256 << 20
     assert peak < 8 << 20
-
-
-def _count(blob: bytes, step: int) -> int:
-    stream = GunzipStream(io.BytesIO(blob))
-    buf, total = bytearray(step), 0
-    while n := stream.readinto(buf):
-        total += n
-    return total
 
 
 def test_closing_the_stream_closes_the_file() -> None:

@@ -219,14 +219,30 @@ def test_chunks_spooled_from_a_stream_are_the_same_lines(data: bytes, size: int,
     assert all(c.data == b"" and c.spooled for c in away[1:])
 
 
+@pytest.fixture
+def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The machine's temporary folder, this test's own: where a parse spools chunks."""
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def watching(folder: Path) -> tuple[list[str], Callable[[ParseProgress], None]]:
+    """A progress callback noting what is in ``folder`` at each report, and its notes."""
+    seen: list[str] = []
+
+    def look(_: ParseProgress) -> None:
+        seen.extend(p.name for p in folder.iterdir())
+
+    return seen, look
+
+
 def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, temp: Path
 ) -> None:
     """A gzip or zip bill's chunks go to the workers through spooled files in the machine's
     temporary folder (not the work folder, which may be shared storage); they go after."""
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     gbk = FIXTURES / "alipay" / "detail.gbk.csv"
     zipped = tmp_path / "bill.zip"
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -237,11 +253,7 @@ def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(
         ("alipay", gbk, zipped),
     ]:
         out = tmp_path / channel
-        spools: list[str] = []
-
-        def look(_: ParseProgress, seen: list[str] = spools) -> None:
-            seen.extend(p.name for p in temp.iterdir())
-
+        spools, look = watching(temp)
         pooled = parse(channel, packed, out, chunk_bytes=300, workers=2, progress=look)
         whole = parse(channel, plain, tmp_path / f"{channel}-whole")
         assert len(pooled.rows_files) > 2
@@ -254,22 +266,14 @@ def test_compressed_bills_parse_in_workers_and_leave_only_their_parts(
         assert list(temp.iterdir()) == []
 
 
-def test_a_gzip_bill_cut_short_is_bad_input_and_leaves_no_spool(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+def test_a_gzip_bill_cut_short_is_bad_input_and_leaves_no_spool(tmp_path: Path, temp: Path) -> None:
     text = (FIXTURES / "wechatpay" / "all_mixed.csv").read_bytes() * 20
     blob = gzip.compress(text)
     path = tmp_path / "bill.csv.gz"
     path.write_bytes(blob[: len(blob) * 3 // 4])
-    spools: list[str] = []
+    spools, look = watching(temp)
     with pytest.raises(InputError, match="corrupt or truncated compressed data") as err:
-        parse(
-            "wechatpay", path, tmp_path / "work", chunk_bytes=300, workers=2,
-            progress=lambda _: spools.extend(p.name for p in temp.iterdir()),
-        )  # fmt: skip
+        parse("wechatpay", path, tmp_path / "work", chunk_bytes=300, workers=2, progress=look)
     assert err.value.path == path
     assert spools  # chunks were spooled before the cut was reached
     assert list(temp.iterdir()) == []
