@@ -85,11 +85,16 @@ class _GbkName(zipfile.ZipInfo):
         return self.filename.encode("gbk"), self.flag_bits
 
 
-def alipay_zip(entries: dict[str, bytes]) -> bytes:
+def alipay_zip(entries: dict[str, bytes], *, zip64: bool = False) -> bytes:
+    """With ``zip64``, every entry carries Zip64 records, as one past 4 GiB must (a big
+    merchant's detail CSV is)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in entries.items():
-            zf.writestr(_GbkName(name), data, compress_type=zipfile.ZIP_DEFLATED)
+            info = _GbkName(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=zip64) as out:
+                out.write(data)
     return buf.getvalue()
 
 
@@ -218,6 +223,21 @@ def test_zip_with_gbk_entry_names(tmp_path: Path) -> None:
     bill = parse(path)
     bill.check_totals()
     assert set(bill.rows.collect()["source_file"]) == {f"{path}!{DETAIL_ENTRY}"}
+    assert without_source(bill).equals(without_source(parse(FIXTURES / "detail.gbk.csv")))
+
+
+def test_zip64_archive_as_a_big_day_comes(tmp_path: Path) -> None:
+    detail = (FIXTURES / "detail.gbk.csv").read_bytes()
+    path = tmp_path / "20880000000000000000_20240301.csv.zip"
+    path.write_bytes(
+        alipay_zip({SUMMARY_ENTRY: SUMMARY_CSV.encode("gbk"), DETAIL_ENTRY: detail}, zip64=True)
+    )
+    with zipfile.ZipFile(path) as zf:  # Zip64 extra field (0x0001) in each local header
+        info = zf.getinfo(DETAIL_ENTRY.encode("gbk").decode("cp437"))
+        assert info.extract_version >= zipfile.ZIP64_VERSION
+    bill = parse(path)
+    bill.check_totals()
+    bill.check_conservation()
     assert without_source(bill).equals(without_source(parse(FIXTURES / "detail.gbk.csv")))
 
 
