@@ -5,9 +5,7 @@ Goldens live in tests/golden/alipay; RECON_UPDATE_GOLDEN=1 rewrites them.
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from parsers.alipay import AlipayBillParser
 from parsers.base import ParseContext, ParsedBill
 from recon.rules import load_rules
+from tests.test_parser_alipay import alipay_zip
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "alipay"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "alipay"
@@ -84,23 +83,14 @@ def test_gbk_and_utf8_copies_agree() -> None:
     assert gbk.drop("source_file").equals(utf8.drop("source_file"))
 
 
-class _GbkName(zipfile.ZipInfo):
-    """An entry named in GBK bytes without the UTF-8 flag (bit 11), as Alipay writes them."""
-
-    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # noqa: N802 (CPython's name)
-        return self.filename.encode("gbk"), self.flag_bits
-
-
 def test_sample_zipped_as_alipay_does(tmp_path: Path) -> None:
     src = sample("gbk")
     entry = "20880211096256330156_20190916_业务明细.csv"
     summary = "20880211096256330156_20190916_业务明细(汇总).csv"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(_GbkName(summary), "#支付宝业务汇总查询\n".encode("gbk"), zipfile.ZIP_DEFLATED)
-        zf.writestr(_GbkName(entry), src.read_bytes(), zipfile.ZIP_DEFLATED)
     path = tmp_path / "20880211096256330156_20190916.csv.zip"
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(
+        alipay_zip({summary: "#支付宝业务汇总查询\n".encode("gbk"), entry: src.read_bytes()})
+    )
     bill = parse(path)
     bill.check_totals()
     assert set(bill.rows.collect()["source_file"]) == {f"{path}!{entry}"}
